@@ -1,0 +1,191 @@
+// Package hcl reads sluice's configuration, written in HCL
+// (https://github.com/hashicorp/hcl), into plain typed structs.
+//
+// Every problem is reported as an hcl.Diagnostic with the file, line and
+// column of the offending token. Nothing here opens sockets or starts
+// anything: the daemon turns a Config into runtime objects.
+package hcl
+
+import (
+	"net/netip"
+	"regexp"
+	"time"
+
+	hcl "github.com/hashicorp/hcl/v2"
+)
+
+// Config is one checked configuration: a generation's whole input.
+type Config struct {
+	// Files lists the files it was read from, in load order.
+	Files     []string
+	Global    Global
+	Frontends []*Frontend // frontend sections, then the frontend half of listen sections
+	Backends  []*Backend  // backend sections, then the backend half of listen sections
+}
+
+// Backend returns the backend named name, or nil.
+func (c *Config) Backend(name string) *Backend {
+	for _, b := range c.Backends {
+		if b.Name == name {
+			return b
+		}
+	}
+	return nil
+}
+
+// Global holds process-wide settings.
+type Global struct {
+	// MaxConn caps concurrent client connections over all frontends.
+	// Zero means: derived at start from the open-files limit.
+	MaxConn int
+	// Threads sets GOMAXPROCS; zero means all CPUs.
+	Threads int
+	// CPUs pins the process to these CPU numbers; nil means no pinning.
+	CPUs []int
+	// HardStopAfter bounds a graceful stop; zero means wait for ever.
+	HardStopAfter time.Duration
+	// Logs are the destinations of proxies that say log = "global".
+	// When the configuration names none, it is one stderr target.
+	Logs []LogTarget
+}
+
+// LogTarget is one place log lines are sent to.
+type LogTarget struct {
+	// Network is "stderr", "stdout", "udp", "tcp" or "unix" (datagram socket).
+	Network string
+	// Address is host:port for udp and tcp, a path for unix, empty otherwise.
+	Address string
+	// Facility is the syslog facility number (local0 is 16).
+	Facility int
+	// Format is "rfc3164" or "rfc5424"; for stderr and stdout, "raw" (no
+	// syslog header) unless set.
+	Format string
+	// Tag is the syslog APP-NAME; default "sluice".
+	Tag   string
+	Range hcl.Range
+}
+
+// Mode is a proxy's processing mode.
+type Mode string
+
+// Modes.
+const (
+	ModeTCP  Mode = "tcp"
+	ModeHTTP Mode = "http"
+)
+
+// Timeouts are a proxy's timers. Zero means no timeout.
+type Timeouts struct {
+	Connect   time.Duration // establishing a server connection; default 5s
+	Client    time.Duration // client-side inactivity; default 50s
+	Server    time.Duration // server-side inactivity; default 50s
+	Queue     time.Duration // waiting in a queue for a server slot; default: Connect
+	Tunnel    time.Duration // inactivity once both sides talk; zero: Client and Server apply
+	ClientFin time.Duration // client-side inactivity after the client shut its side; zero: Client
+	ServerFin time.Duration // server-side inactivity after the server shut its side; zero: Server
+	Check     time.Duration // a health check's whole exchange; zero: the check's interval
+}
+
+// Bind is one listening address.
+type Bind struct {
+	// Address is host:port; an empty host or "*" means every address.
+	Address string
+	Range   hcl.Range
+}
+
+// TCPRule is one tcp_request rule, evaluated in order on accept.
+type TCPRule struct {
+	// Action is "accept" or "reject".
+	Action string
+	// Sources are the client prefixes the rule applies to; empty means all.
+	Sources []netip.Prefix
+}
+
+// Frontend accepts client connections.
+type Frontend struct {
+	Name  string
+	Mode  Mode
+	Binds []Bind
+	// MaxConn caps this frontend's concurrent connections; zero: only the global cap.
+	MaxConn int
+	// Backlog is the listen(2) queue length; zero: the kernel's somaxconn.
+	Backlog int
+	// AcceptProxy expects a PROXY protocol header (v1 or v2) on every connection.
+	AcceptProxy bool
+	// DefaultBackend names the backend connections go to.
+	DefaultBackend string
+	TCPRequest     []TCPRule
+	Timeouts       Timeouts
+	// Log sends one line per connection to the global log targets.
+	Log   bool
+	Range hcl.Range
+}
+
+// Backend is a set of servers and how to choose between them.
+type Backend struct {
+	Name string
+	Mode Mode
+	// Balance is one of roundrobin, static-rr, leastconn, first, source, random.
+	Balance string
+	// HashType is "map-based" (default) or "consistent", for hashing algorithms.
+	HashType string
+	// Retries is how many times a failed connect is tried again; default 3.
+	Retries int
+	// Redispatch lets the last retry go to another server.
+	Redispatch bool
+	// Source is the default source address of server connections; nil: the kernel chooses.
+	Source   *Source
+	Servers  []*Server
+	Timeouts Timeouts
+	Log      bool
+	Range    hcl.Range
+}
+
+// Server is one upstream address in a backend.
+type Server struct {
+	Name string
+	// Address is host:port; host may be a DNS name, resolved when the
+	// configuration is loaded.
+	Address string
+	// Weight is the share of traffic, 0 to 256; default 1. Zero takes no new
+	// connections from load-balancing.
+	Weight int
+	// MaxConn caps concurrent connections; zero means no cap (and no queue).
+	MaxConn int
+	// MaxQueue caps connections waiting for this server; zero means no cap.
+	MaxQueue int
+	Backup   bool
+	Disabled bool
+	// SendProxy is the PROXY protocol version sent first on each
+	// connection: 0 (none), 1 or 2.
+	SendProxy int
+	// Source overrides the backend's Source.
+	Source *Source
+	// Check is nil when the server is not health-checked.
+	Check *Check
+	Range hcl.Range
+}
+
+// Source is a local address for server connections, with an optional port range.
+type Source struct {
+	Addr netip.Addr
+	// PortLow and PortHigh bound the ports sluice allocates itself;
+	// both zero means the kernel picks the port.
+	PortLow, PortHigh uint16
+}
+
+// Check is how a server's health is probed.
+type Check struct {
+	Interval     time.Duration // between checks while the state is stable; default 2s
+	FastInterval time.Duration // while rising or falling; default Interval
+	DownInterval time.Duration // while down; default Interval
+	Rise         int           // consecutive successes to go UP; default 2
+	Fall         int           // consecutive failures to go DOWN; default 3
+	Timeout      time.Duration // one check's connect plus exchange
+	// Send is written after connecting; empty sends nothing.
+	Send string
+	// Expect must appear in the reply; empty accepts any connect.
+	Expect string
+	// ExpectRegex, if set, must match the reply.
+	ExpectRegex *regexp.Regexp
+}

@@ -1,0 +1,616 @@
+package hcl
+
+import (
+	"regexp"
+	"time"
+
+	hcl "github.com/hashicorp/hcl/v2"
+)
+
+// The schema, as gohcl structs. Attributes are kept as expressions so that
+// values are checked here with their source position, and so a proxy's
+// setting can fall back to the defaults section's.
+
+type globalBlock struct {
+	MaxConn       hcl.Expression `hcl:"maxconn,optional"`
+	Threads       hcl.Expression `hcl:"threads,optional"`
+	CPUs          hcl.Expression `hcl:"cpus,optional"`
+	HardStopAfter hcl.Expression `hcl:"hard_stop_after,optional"`
+	Logs          []*logBlock    `hcl:"log,block"`
+}
+
+type logBlock struct {
+	Address  hcl.Expression `hcl:"address,optional"`
+	Facility hcl.Expression `hcl:"facility,optional"`
+	Format   hcl.Expression `hcl:"format,optional"`
+	Tag      hcl.Expression `hcl:"tag,optional"`
+	Range    hcl.Range      `hcl:",def_range"`
+}
+
+// proxyBlock is the body of defaults, frontend, backend and listen
+// sections; which fields each may use is checked after decoding.
+type proxyBlock struct {
+	// Settings a defaults section may give.
+	Mode       hcl.Expression  `hcl:"mode,optional"`
+	MaxConn    hcl.Expression  `hcl:"maxconn,optional"`
+	Backlog    hcl.Expression  `hcl:"backlog,optional"`
+	Retries    hcl.Expression  `hcl:"retries,optional"`
+	Redispatch hcl.Expression  `hcl:"redispatch,optional"`
+	Balance    hcl.Expression  `hcl:"balance,optional"`
+	HashType   hcl.Expression  `hcl:"hash_type,optional"`
+	Log        hcl.Expression  `hcl:"log,optional"`
+	Source     hcl.Expression  `hcl:"source,optional"`
+	Timeouts   []*timeoutBlock `hcl:"timeout,block"`
+	Checks     []*checkBlock   `hcl:"check,block"`
+
+	// Frontend side.
+	Bind           hcl.Expression  `hcl:"bind,optional"`
+	AcceptProxy    hcl.Expression  `hcl:"accept_proxy,optional"`
+	DefaultBackend hcl.Expression  `hcl:"default_backend,optional"`
+	TCPRequest     []*tcpRuleBlock `hcl:"tcp_request,block"`
+
+	// Backend side.
+	Servers []*serverBlock `hcl:"server,block"`
+}
+
+type timeoutBlock struct {
+	Connect   hcl.Expression `hcl:"connect,optional"`
+	Client    hcl.Expression `hcl:"client,optional"`
+	Server    hcl.Expression `hcl:"server,optional"`
+	Queue     hcl.Expression `hcl:"queue,optional"`
+	Tunnel    hcl.Expression `hcl:"tunnel,optional"`
+	ClientFin hcl.Expression `hcl:"client_fin,optional"`
+	ServerFin hcl.Expression `hcl:"server_fin,optional"`
+	Check     hcl.Expression `hcl:"check,optional"`
+	Range     hcl.Range      `hcl:",def_range"`
+}
+
+type checkBlock struct {
+	Enabled      hcl.Expression `hcl:"enabled,optional"`
+	Interval     hcl.Expression `hcl:"interval,optional"`
+	FastInterval hcl.Expression `hcl:"fast_interval,optional"`
+	DownInterval hcl.Expression `hcl:"down_interval,optional"`
+	Rise         hcl.Expression `hcl:"rise,optional"`
+	Fall         hcl.Expression `hcl:"fall,optional"`
+	Timeout      hcl.Expression `hcl:"timeout,optional"`
+	Send         hcl.Expression `hcl:"send,optional"`
+	Expect       hcl.Expression `hcl:"expect,optional"`
+	ExpectRegex  hcl.Expression `hcl:"expect_regex,optional"`
+	Range        hcl.Range      `hcl:",def_range"`
+}
+
+type tcpRuleBlock struct {
+	Action      string         `hcl:"action,label"`
+	ActionRange hcl.Range      `hcl:"action,label_range"`
+	Source      hcl.Expression `hcl:"source,optional"`
+}
+
+type serverBlock struct {
+	Name      string         `hcl:"name,label"`
+	NameRange hcl.Range      `hcl:"name,label_range"`
+	Range     hcl.Range      `hcl:",def_range"`
+	Address   hcl.Expression `hcl:"address"`
+	Weight    hcl.Expression `hcl:"weight,optional"`
+	MaxConn   hcl.Expression `hcl:"maxconn,optional"`
+	MaxQueue  hcl.Expression `hcl:"maxqueue,optional"`
+	Backup    hcl.Expression `hcl:"backup,optional"`
+	Disabled  hcl.Expression `hcl:"disabled,optional"`
+	SendProxy hcl.Expression `hcl:"send_proxy,optional"`
+	Source    hcl.Expression `hcl:"source,optional"`
+	Checks    []*checkBlock  `hcl:"check,block"`
+}
+
+// section is one decoded top-level proxy block.
+type section struct {
+	kind  string // frontend, backend, listen
+	name  string
+	block *hcl.Block
+	body  *proxyBlock
+}
+
+func decode(body hcl.Body, ctx *hcl.EvalContext) (*Config, hcl.Diagnostics) {
+	d := &decoder{ctx: ctx}
+	content, diags := body.Content(rootSchema)
+	d.diags = append(d.diags, diags...)
+	if content == nil {
+		return nil, d.diags
+	}
+
+	cfg := &Config{}
+	var global *globalBlock
+	defaults := &proxyBlock{}
+	var sections []section
+	seen := map[string]*hcl.Block{}
+	for _, blk := range content.Blocks {
+		switch blk.Type {
+		case "global":
+			if prev := seen["global"]; prev != nil {
+				d.errorf(blk.DefRange, "Duplicate global section", "The global section was already given at %s.", prev.DefRange)
+				continue
+			}
+			seen["global"] = blk
+			global = &globalBlock{}
+			d.decodeBlock(blk.Body, global)
+		case "defaults":
+			if prev := seen["defaults"]; prev != nil {
+				d.errorf(blk.DefRange, "Duplicate defaults section", "The defaults section was already given at %s.", prev.DefRange)
+				continue
+			}
+			seen["defaults"] = blk
+			d.decodeBlock(blk.Body, defaults)
+			d.onlyDefaults(defaults)
+			// Check the defaults' values even when no proxy uses them.
+			d.check(d.timeouts(defaults, &proxyBlock{}), single(d, defaults.Checks, func(c *checkBlock) hcl.Range { return c.Range }, "check"))
+		default:
+			pb := &proxyBlock{}
+			if d.decodeBlock(blk.Body, pb) {
+				sections = append(sections, section{kind: blk.Type, name: blk.Labels[0], block: blk, body: pb})
+			}
+		}
+	}
+	if global != nil {
+		cfg.Global = d.global(global)
+	}
+	if len(cfg.Global.Logs) == 0 {
+		cfg.Global.Logs = []LogTarget{{Network: "stderr", Format: "raw", Tag: "sluice", Facility: facilities["local0"]}}
+	}
+
+	frontNames := map[string]hcl.Range{}
+	backNames := map[string]hcl.Range{}
+	for _, s := range sections {
+		nameRange := s.block.LabelRanges[0]
+		if s.name == "" {
+			d.errorf(nameRange, "Empty name", "A %s section needs a name.", s.kind)
+			continue
+		}
+		if s.kind != "backend" {
+			if prev, dup := frontNames[s.name]; dup {
+				d.errorf(nameRange, "Duplicate proxy name", "A frontend or listen section named %q was already given at %s.", s.name, prev)
+			}
+			frontNames[s.name] = nameRange
+		}
+		if s.kind != "frontend" {
+			if prev, dup := backNames[s.name]; dup {
+				d.errorf(nameRange, "Duplicate proxy name", "A backend or listen section named %q was already given at %s.", s.name, prev)
+			}
+			backNames[s.name] = nameRange
+		}
+	}
+
+	for _, s := range sections {
+		switch s.kind {
+		case "frontend":
+			d.onlyFrontend(s)
+			cfg.Frontends = append(cfg.Frontends, d.frontend(s, defaults))
+		case "backend":
+			d.onlyBackend(s)
+			cfg.Backends = append(cfg.Backends, d.backend(s, defaults))
+		}
+	}
+	for _, s := range sections {
+		if s.kind == "listen" {
+			fe := d.frontend(s, defaults)
+			if fe.DefaultBackend == "" {
+				fe.DefaultBackend = s.name
+			}
+			cfg.Frontends = append(cfg.Frontends, fe)
+			cfg.Backends = append(cfg.Backends, d.backend(s, defaults))
+		}
+	}
+	d.references(cfg, sections)
+	// A listen section is decoded twice (as frontend and as backend):
+	// report each problem once.
+	d.diags = dedupe(d.diags)
+	if d.diags.HasErrors() {
+		return nil, d.diags
+	}
+	return cfg, d.diags
+}
+
+func dedupe(diags hcl.Diagnostics) hcl.Diagnostics {
+	seen := map[string]bool{}
+	var out hcl.Diagnostics
+	for _, d := range diags {
+		key := d.Summary + "\x00" + d.Detail
+		if d.Subject != nil {
+			key += "\x00" + d.Subject.String()
+		}
+		if !seen[key] {
+			seen[key] = true
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// notAllowed reports each written expression as misplaced in kind.
+func (d *decoder) notAllowed(kind string, attrs map[string]hcl.Expression) {
+	for name, e := range attrs {
+		if set(e) {
+			d.errorf(e.Range(), "Unsupported argument", "%q cannot be used in a %s section.", name, kind)
+		}
+	}
+}
+
+func (d *decoder) onlyDefaults(p *proxyBlock) {
+	d.notAllowed("defaults", map[string]hcl.Expression{
+		"bind": p.Bind, "accept_proxy": p.AcceptProxy, "default_backend": p.DefaultBackend,
+	})
+	for _, r := range p.TCPRequest {
+		d.errorf(r.ActionRange, "Unsupported block type", "tcp_request rules belong in a frontend or listen section.")
+	}
+	for _, s := range p.Servers {
+		d.errorf(s.Range, "Unsupported block type", "Servers belong in a backend or listen section.")
+	}
+}
+
+func (d *decoder) onlyFrontend(s section) {
+	p := s.body
+	d.notAllowed("frontend", map[string]hcl.Expression{
+		"balance": p.Balance, "hash_type": p.HashType, "retries": p.Retries,
+		"redispatch": p.Redispatch, "source": p.Source,
+	})
+	for _, c := range p.Checks {
+		d.errorf(c.Range, "Unsupported block type", "Health checks belong in a backend or listen section.")
+	}
+	for _, sv := range p.Servers {
+		d.errorf(sv.Range, "Unsupported block type", "Servers belong in a backend or listen section; a frontend names its backend with default_backend.")
+	}
+}
+
+func (d *decoder) onlyBackend(s section) {
+	p := s.body
+	d.notAllowed("backend", map[string]hcl.Expression{
+		"bind": p.Bind, "accept_proxy": p.AcceptProxy, "default_backend": p.DefaultBackend,
+		"maxconn": p.MaxConn, "backlog": p.Backlog,
+	})
+	for _, r := range p.TCPRequest {
+		d.errorf(r.ActionRange, "Unsupported block type", "tcp_request rules belong in a frontend or listen section.")
+	}
+}
+
+func (d *decoder) global(g *globalBlock) Global {
+	out := Global{
+		MaxConn:       d.integer(g.MaxConn, "maxconn", 0, 1, 10_000_000),
+		Threads:       d.integer(g.Threads, "threads", 0, 0, 4096),
+		HardStopAfter: d.duration(g.HardStopAfter, "hard_stop_after", 0),
+	}
+	if s := d.str(g.CPUs, "cpus", ""); s != "" {
+		cpus, err := ParseCPUSet(s)
+		if err != nil {
+			d.errorf(g.CPUs.Range(), "Invalid CPU set", "%s.", err)
+		}
+		out.CPUs = cpus
+	}
+	for _, l := range g.Logs {
+		t := LogTarget{Tag: d.str(l.Tag, "tag", "sluice"), Range: l.Range}
+		if !set(l.Address) {
+			d.errorf(l.Range, "Missing log address", "A log block needs an address such as \"stderr\", \"udp://127.0.0.1:514\" or \"unix:///dev/log\".")
+			continue
+		}
+		network, addr, err := parseLogAddress(d.str(l.Address, "address", ""))
+		if err != nil {
+			d.errorf(l.Address.Range(), "Invalid log address", "%s.", err)
+		}
+		t.Network, t.Address = network, addr
+		fac := d.str(l.Facility, "facility", "local0")
+		n, ok := facilities[fac]
+		if !ok {
+			d.errorf(l.Facility.Range(), "Unknown syslog facility", "%q is not a syslog facility (kern, user, daemon, local0 to local7, ...).", fac)
+		}
+		t.Facility = n
+		defFormat := "rfc3164"
+		if network == "stderr" || network == "stdout" {
+			defFormat = "raw"
+		}
+		t.Format = d.str(l.Format, "format", defFormat)
+		switch t.Format {
+		case "rfc3164", "rfc5424", "raw":
+		default:
+			d.errorf(l.Format.Range(), "Unknown log format", "format must be \"rfc3164\", \"rfc5424\" or \"raw\", not %q.", t.Format)
+		}
+		out.Logs = append(out.Logs, t)
+	}
+	return out
+}
+
+// mode, log and timeouts are shared by both halves of a proxy.
+func (d *decoder) mode(p, def *proxyBlock) Mode {
+	e := pick(p.Mode, def.Mode)
+	m := Mode(d.str(e, "mode", "tcp"))
+	switch m {
+	case ModeTCP:
+	case ModeHTTP:
+		d.errorf(e.Range(), "HTTP mode not available", "This build of sluice proxies TCP only; set mode = \"tcp\".")
+	default:
+		d.errorf(e.Range(), "Unknown mode", "mode must be \"tcp\" or \"http\", not %q.", m)
+	}
+	return m
+}
+
+func (d *decoder) log(p, def *proxyBlock) bool {
+	e := pick(p.Log, def.Log)
+	v := d.str(e, "log", "")
+	switch v {
+	case "", "none":
+		return false
+	case "global":
+		return true
+	}
+	d.errorf(e.Range(), "Invalid log setting", "log must be \"global\" or \"none\", not %q.", v)
+	return false
+}
+
+// single returns the only block of a kind, reporting repeats.
+func single[T any](d *decoder, blocks []*T, rangeOf func(*T) hcl.Range, what string) *T {
+	if len(blocks) == 0 {
+		return nil
+	}
+	for _, b := range blocks[1:] {
+		d.errorf(rangeOf(b), "Duplicate "+what+" block", "Only one %s block is allowed here; the first is at %s.", what, rangeOf(blocks[0]))
+	}
+	return blocks[0]
+}
+
+func (d *decoder) timeouts(p, def *proxyBlock) Timeouts {
+	r := func(t *timeoutBlock) hcl.Range { return t.Range }
+	own := single(d, p.Timeouts, r, "timeout")
+	dflt := single(d, def.Timeouts, r, "timeout")
+	if own == nil {
+		own = &timeoutBlock{}
+	}
+	if dflt == nil {
+		dflt = &timeoutBlock{}
+	}
+	field := func(a, b hcl.Expression, name string, fallback time.Duration) time.Duration {
+		return d.duration(pick(a, b), "timeout "+name, fallback)
+	}
+	t := Timeouts{
+		Connect:   field(own.Connect, dflt.Connect, "connect", 5*time.Second),
+		Client:    field(own.Client, dflt.Client, "client", 50*time.Second),
+		Server:    field(own.Server, dflt.Server, "server", 50*time.Second),
+		Tunnel:    field(own.Tunnel, dflt.Tunnel, "tunnel", 0),
+		ClientFin: field(own.ClientFin, dflt.ClientFin, "client_fin", 0),
+		ServerFin: field(own.ServerFin, dflt.ServerFin, "server_fin", 0),
+		Check:     field(own.Check, dflt.Check, "check", 0),
+	}
+	t.Queue = field(own.Queue, dflt.Queue, "queue", t.Connect)
+	return t
+}
+
+func (d *decoder) frontend(s section, def *proxyBlock) *Frontend {
+	p := s.body
+	fe := &Frontend{
+		Name:        s.name,
+		Mode:        d.mode(p, def),
+		MaxConn:     d.integer(pick(p.MaxConn, def.MaxConn), "maxconn", 0, 1, 10_000_000),
+		Backlog:     d.integer(pick(p.Backlog, def.Backlog), "backlog", 0, 1, 1<<20),
+		AcceptProxy: d.boolean(p.AcceptProxy, "accept_proxy", false),
+		Timeouts:    d.timeouts(p, def),
+		Log:         d.log(p, def),
+		Range:       s.block.DefRange,
+	}
+	fe.DefaultBackend = d.str(p.DefaultBackend, "default_backend", "")
+	binds := d.strings(p.Bind, "bind")
+	if len(binds) == 0 {
+		rng := s.block.DefRange
+		if set(p.Bind) {
+			rng = p.Bind.Range()
+		}
+		d.errorf(rng, "Missing bind", "The %s section %q needs at least one bind address, such as bind = [\"127.0.0.1:8080\"].", s.kind, s.name)
+	}
+	seen := map[string]bool{}
+	for _, b := range binds {
+		if err := checkBindAddress(b); err != nil {
+			d.errorf(p.Bind.Range(), "Invalid bind address", "%s.", err)
+			continue
+		}
+		if seen[b] {
+			d.errorf(p.Bind.Range(), "Duplicate bind address", "%q is listed twice.", b)
+		}
+		seen[b] = true
+		fe.Binds = append(fe.Binds, Bind{Address: b, Range: p.Bind.Range()})
+	}
+	for _, r := range p.TCPRequest {
+		rule := TCPRule{Action: r.Action}
+		if r.Action != "accept" && r.Action != "reject" {
+			d.errorf(r.ActionRange, "Unknown tcp_request action", "The action must be \"accept\" or \"reject\", not %q.", r.Action)
+		}
+		for _, src := range d.strings(r.Source, "source") {
+			pfx, err := parsePrefix(src)
+			if err != nil {
+				d.errorf(r.Source.Range(), "Invalid source", "%s.", err)
+				continue
+			}
+			rule.Sources = append(rule.Sources, pfx)
+		}
+		fe.TCPRequest = append(fe.TCPRequest, rule)
+	}
+	return fe
+}
+
+var balanceAlgorithms = map[string]bool{
+	"roundrobin": true, "static-rr": true, "leastconn": true, "first": true, "source": true, "random": true,
+}
+
+func (d *decoder) backend(s section, def *proxyBlock) *Backend {
+	p := s.body
+	be := &Backend{
+		Name:       s.name,
+		Mode:       d.mode(p, def),
+		Retries:    d.integer(pick(p.Retries, def.Retries), "retries", 3, 0, 100),
+		Redispatch: d.boolean(pick(p.Redispatch, def.Redispatch), "redispatch", false),
+		Timeouts:   d.timeouts(p, def),
+		Log:        d.log(p, def),
+		Range:      s.block.DefRange,
+	}
+	balance := pick(p.Balance, def.Balance)
+	be.Balance = d.str(balance, "balance", "roundrobin")
+	if !balanceAlgorithms[be.Balance] {
+		d.errorf(balance.Range(), "Unknown balance algorithm", "balance must be one of roundrobin, static-rr, leastconn, first, source, random; not %q.", be.Balance)
+	}
+	hashType := pick(p.HashType, def.HashType)
+	be.HashType = d.str(hashType, "hash_type", "map-based")
+	if be.HashType != "map-based" && be.HashType != "consistent" {
+		d.errorf(hashType.Range(), "Unknown hash type", "hash_type must be \"map-based\" or \"consistent\", not %q.", be.HashType)
+	}
+	be.Source = d.source(pick(p.Source, def.Source))
+
+	ckr := func(c *checkBlock) hcl.Range { return c.Range }
+	backendCheck := single(d, p.Checks, ckr, "check")
+	defaultCheck := single(d, def.Checks, ckr, "check")
+	d.check(be.Timeouts, backendCheck, defaultCheck) // checked even without servers
+	names := map[string]hcl.Range{}
+	for _, sb := range p.Servers {
+		if prev, dup := names[sb.Name]; dup {
+			d.errorf(sb.NameRange, "Duplicate server name", "A server named %q is already in %q at %s.", sb.Name, s.name, prev)
+		}
+		names[sb.Name] = sb.NameRange
+		own := single(d, sb.Checks, ckr, "check")
+		be.Servers = append(be.Servers, d.server(sb, be.Timeouts, own, backendCheck, defaultCheck))
+	}
+	return be
+}
+
+func (d *decoder) source(e hcl.Expression) *Source {
+	s := d.str(e, "source", "")
+	if s == "" {
+		return nil
+	}
+	src, err := ParseSource(s)
+	if err != nil {
+		d.errorf(e.Range(), "Invalid source address", "%s.", err)
+		return nil
+	}
+	return src
+}
+
+func (d *decoder) server(sb *serverBlock, t Timeouts, checks ...*checkBlock) *Server {
+	sv := &Server{
+		Name:     sb.Name,
+		Address:  d.str(sb.Address, "address", ""),
+		Weight:   d.integer(sb.Weight, "weight", 1, 0, 256),
+		MaxConn:  d.integer(sb.MaxConn, "maxconn", 0, 0, 10_000_000),
+		MaxQueue: d.integer(sb.MaxQueue, "maxqueue", 0, 0, 10_000_000),
+		Backup:   d.boolean(sb.Backup, "backup", false),
+		Disabled: d.boolean(sb.Disabled, "disabled", false),
+		Source:   d.source(sb.Source),
+		Range:    sb.Range,
+	}
+	if err := checkServerAddress(sv.Address); err != nil && set(sb.Address) {
+		d.errorf(sb.Address.Range(), "Invalid server address", "%s.", err)
+	}
+	if set(sb.SendProxy) {
+		v, diags := sb.SendProxy.Value(d.ctx)
+		d.diags = append(d.diags, diags...)
+		switch {
+		case diags.HasErrors():
+		case v.Type().FriendlyName() == "bool":
+			if v.True() {
+				sv.SendProxy = 1
+			}
+		default:
+			switch d.str(sb.SendProxy, "send_proxy", "") {
+			case "v1":
+				sv.SendProxy = 1
+			case "v2":
+				sv.SendProxy = 2
+			default:
+				d.errorf(sb.SendProxy.Range(), "Invalid send_proxy", "send_proxy must be \"v1\", \"v2\", true or false.")
+			}
+		}
+	}
+	sv.Check = d.check(t, checks...)
+	return sv
+}
+
+// check merges check blocks field by field, most specific first. Any block
+// present turns checking on unless the first to say so sets enabled = false.
+func (d *decoder) check(t Timeouts, blocks ...*checkBlock) *Check {
+	var present []*checkBlock
+	for _, b := range blocks {
+		if b != nil {
+			present = append(present, b)
+		}
+	}
+	if len(present) == 0 {
+		return nil
+	}
+	field := func(get func(*checkBlock) hcl.Expression) hcl.Expression {
+		es := make([]hcl.Expression, len(present))
+		for i, b := range present {
+			es[i] = get(b)
+		}
+		return pick(es...)
+	}
+	if !d.boolean(field(func(c *checkBlock) hcl.Expression { return c.Enabled }), "enabled", true) {
+		return nil
+	}
+	c := &Check{
+		Interval: d.duration(field(func(c *checkBlock) hcl.Expression { return c.Interval }), "interval", 2*time.Second),
+		Rise:     d.integer(field(func(c *checkBlock) hcl.Expression { return c.Rise }), "rise", 2, 1, 1000),
+		Fall:     d.integer(field(func(c *checkBlock) hcl.Expression { return c.Fall }), "fall", 3, 1, 1000),
+		Send:     d.str(field(func(c *checkBlock) hcl.Expression { return c.Send }), "send", ""),
+		Expect:   d.str(field(func(c *checkBlock) hcl.Expression { return c.Expect }), "expect", ""),
+	}
+	c.FastInterval = d.duration(field(func(c *checkBlock) hcl.Expression { return c.FastInterval }), "fast_interval", c.Interval)
+	c.DownInterval = d.duration(field(func(c *checkBlock) hcl.Expression { return c.DownInterval }), "down_interval", c.Interval)
+	deflt := t.Check
+	if deflt == 0 {
+		deflt = c.Interval
+	}
+	c.Timeout = d.duration(field(func(c *checkBlock) hcl.Expression { return c.Timeout }), "timeout", deflt)
+	for name, v := range map[string]time.Duration{"interval": c.Interval, "fast_interval": c.FastInterval, "down_interval": c.DownInterval, "timeout": c.Timeout} {
+		if v < time.Millisecond {
+			d.errorf(present[0].Range, "Invalid check "+name, "The check's %s must be at least 1ms.", name)
+		}
+	}
+	if e := field(func(c *checkBlock) hcl.Expression { return c.ExpectRegex }); e != nil {
+		re, err := regexp.Compile(d.str(e, "expect_regex", ""))
+		if err != nil {
+			d.errorf(e.Range(), "Invalid regular expression", "%s.", err)
+		}
+		c.ExpectRegex = re
+	}
+	return c
+}
+
+// references checks names that point at other sections.
+func (d *decoder) references(cfg *Config, sections []section) {
+	for _, s := range sections {
+		if s.kind == "backend" {
+			continue
+		}
+		p := s.body
+		name := d.str(p.DefaultBackend, "default_backend", "")
+		if name == "" {
+			if s.kind == "frontend" {
+				d.errorf(s.block.DefRange, "Missing default_backend", "The frontend %q must name its backend with default_backend.", s.name)
+			}
+			continue
+		}
+		be := cfg.Backend(name)
+		if be == nil {
+			d.errorf(p.DefaultBackend.Range(), "Unknown backend", "No backend or listen section is named %q.", name)
+			continue
+		}
+		fe := d.frontendNamed(cfg, s.name)
+		if fe != nil && fe.Mode != be.Mode {
+			d.errorf(p.DefaultBackend.Range(), "Mode mismatch", "The frontend %q is in %s mode but the backend %q is in %s mode.", s.name, fe.Mode, name, be.Mode)
+		}
+	}
+	for _, be := range cfg.Backends {
+		if len(be.Servers) == 0 {
+			d.warnf(be.Range, "Backend without servers", "The backend %q has no servers; its connections will fail.", be.Name)
+		}
+	}
+}
+
+func (d *decoder) frontendNamed(cfg *Config, name string) *Frontend {
+	for _, f := range cfg.Frontends {
+		if f.Name == name {
+			return f
+		}
+	}
+	return nil
+}
