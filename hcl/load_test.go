@@ -195,8 +195,8 @@ listen "l" {
 func TestFunctionsAndDynamicBlocks(t *testing.T) {
 	t.Setenv("SLUICE_TEST_PORT", "9123")
 	cfg, out := load(t, map[string]string{
-		"a.hcl":   minimal,
-		"b.hcl":   `backend "gen" {
+		"a.hcl": minimal,
+		"b.hcl": `backend "gen" {
   dynamic "server" {
     for_each = split(",", file("servers.txt"))
     labels = ["s${server.key}"]

@@ -1,0 +1,54 @@
+# sluice: see README.md. Every binary is static: CGO_ENABLED=0, pure-Go DNS.
+SHELL := /bin/bash
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+DATE ?= $(shell date -u -d @$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null || date +%s)} +%Y-%m-%dT%H:%M:%SZ)
+LDFLAGS := -s -w -X sluice/version.Version=$(VERSION) -X sluice/version.Commit=$(COMMIT) -X sluice/version.Date=$(DATE)
+GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -tags netgo,osusergo -ldflags "$(LDFLAGS)"
+
+.PHONY: all build run test test-deps check-static vet unit e2e bench-tcp clean
+
+all: build
+
+build:
+	$(GOBUILD) -o bin/sluice ./cmd/sluice
+
+bin/demo-backends: examples/demo-backends/main.go
+	$(GOBUILD) -o $@ ./examples/demo-backends
+
+# Build, start the demo servers, and run sluice on the quickstart in the
+# foreground (Ctrl-C stops both).
+run: build bin/demo-backends
+	@bin/demo-backends 127.0.0.1:9001 127.0.0.1:9002 & demo=$$!; \
+	trap 'kill $$demo 2>/dev/null' EXIT INT TERM; \
+	bin/sluice run -f examples/quickstart.hcl
+
+# Every test: tools, static build check, vet, unit and end-to-end tests.
+test: test-deps build check-static vet
+	$(GO) test -count=1 -timeout 20m ./...
+	bin/sluice check -f examples/quickstart.hcl
+
+test-deps:
+	@tests/deps.sh
+
+check-static: build
+	@file bin/sluice | tee /dev/stderr | grep -q 'statically linked' || { echo "bin/sluice is not statically linked" >&2; exit 1; }
+	@bin/sluice version -v | grep -q 'Linking: static' || { echo "bin/sluice was not built with CGO disabled" >&2; exit 1; }
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed" >&2; exit 1; }
+
+unit:
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v /tests/)
+
+e2e: build
+	$(GO) test -count=1 -timeout 20m ./tests/...
+
+# Throughput and connection rate through sluice, HAProxy and direct (not in make test).
+bench-tcp: build
+	$(GO) run ./tests/bench/tcp -sluice bin/sluice
+
+clean:
+	rm -rf bin dist

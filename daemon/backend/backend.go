@@ -1,0 +1,354 @@
+// Package backend turns a configured backend into live servers and
+// connects sessions to them: load-balancing, backup servers, the queue
+// when every server is full, retries and redispatch, source addresses.
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"sluice/daemon/balance"
+	"sluice/daemon/server"
+	"sluice/daemon/source"
+	"sluice/daemon/stats"
+	"sluice/hcl"
+)
+
+// Backend is a configured backend's live side.
+type Backend struct {
+	Name     string
+	Config   *hcl.Backend
+	Servers  []*server.Server
+	Stats    stats.Counters
+	active   balance.Balancer
+	backup   balance.Balancer
+	targets  map[*server.Server]*target
+	hashKey  bool // the algorithm needs the client address hashed
+	maxQueue int64
+	queue    queue
+	log      *slog.Logger
+	// OnNoSource is told when a server's source port range runs out.
+	OnNoSource func(s *server.Server, src *hcl.Source, inUse int)
+}
+
+// target is how to reach one server.
+type target struct {
+	dialer    *source.Dialer
+	source    *hcl.Source
+	sendProxy int
+}
+
+// New resolves the servers' addresses (with Go's own resolver) and builds
+// the balancers.
+func New(ctx context.Context, cfg *hcl.Backend, log *slog.Logger) (*Backend, error) {
+	b := &Backend{
+		Name:    cfg.Name,
+		Config:  cfg,
+		targets: map[*server.Server]*target{},
+		hashKey: cfg.Balance == "source",
+		log:     log.With("backend", cfg.Name),
+	}
+	var actives, backups []*server.Server
+	allQueued := len(cfg.Servers) > 0
+	for i, sc := range cfg.Servers {
+		addr, err := resolve(ctx, sc.Address)
+		if err != nil {
+			return nil, fmt.Errorf("backend %s, server %s: %w", cfg.Name, sc.Name, err)
+		}
+		s := server.New(cfg.Name, sc.Name, addr, sc.Weight, sc.MaxConn)
+		s.ID = i + 1
+		s.Backup = sc.Backup
+		s.SetMaint(sc.Disabled)
+		src := sc.Source
+		if src == nil {
+			src = cfg.Source
+		}
+		t := &target{dialer: &source.Dialer{}, source: src, sendProxy: sc.SendProxy}
+		if src != nil {
+			t.dialer.Addr = src.Addr
+			if src.PortLow != 0 {
+				t.dialer.Ports = source.NewPorts(src.PortLow, src.PortHigh)
+			}
+		}
+		b.targets[s] = t
+		b.Servers = append(b.Servers, s)
+		if s.Backup {
+			backups = append(backups, s)
+		} else {
+			actives = append(actives, s)
+		}
+		if sc.MaxQueue == 0 {
+			allQueued = false
+		}
+		b.maxQueue += int64(sc.MaxQueue)
+	}
+	if !allQueued {
+		b.maxQueue = 0
+	}
+	var err error
+	if b.active, err = balance.New(cfg.Balance, cfg.HashType, actives); err != nil {
+		return nil, err
+	}
+	// Like HAProxy without "option allbackups": the first backup in
+	// service takes all the traffic.
+	b.backup, _ = balance.New("first", "", backups)
+	return b, nil
+}
+
+func resolve(ctx context.Context, hostport string) (string, error) {
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return "", err
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return hostport, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return "", fmt.Errorf("resolving %s: %w", host, err)
+	}
+	if len(addrs) == 0 {
+		return "", fmt.Errorf("resolving %s: no address", host)
+	}
+	return net.JoinHostPort(addrs[0].Unmap().String(), port), nil
+}
+
+// Running counts the active and backup servers in service.
+func (b *Backend) Running() (active, backup int) {
+	for _, s := range b.Servers {
+		if s.Running() {
+			if s.Backup {
+				backup++
+			} else {
+				active++
+			}
+		}
+	}
+	return active, backup
+}
+
+// QueueLen is the number of sessions waiting for a server.
+func (b *Backend) QueueLen() int64 { return b.queue.len.Load() }
+
+// Conn is an established server connection.
+type Conn struct {
+	*net.TCPConn
+	Server *server.Server
+	// SendProxy is the PROXY protocol version the server expects, or 0.
+	SendProxy    int
+	Wait         time.Duration // in the queue
+	ConnectTime  time.Duration // of the successful attempt
+	Retries      int
+	Redispatched bool
+	BeQueue      int64 // position in the queue on arrival
+	release      func()
+	backend      *Backend
+}
+
+// Close closes the connection and frees its slot and source port.
+func (c *Conn) Close() error {
+	err := c.TCPConn.Close()
+	c.release()
+	c.backend.Release(c.Server)
+	return err
+}
+
+// Error is a failed attempt to reach a server, with HAProxy's termination
+// state: who gave up (S server, s server timeout, R resource, P proxy) and
+// when (C connect, Q queue).
+type Error struct {
+	Term   [2]byte
+	Server *server.Server // nil when none was chosen
+	Err    error
+	Wait   time.Duration
+	// Retries made before giving up.
+	Retries int
+}
+
+func (e *Error) Error() string { return e.Err.Error() }
+
+// Errors behind the termination states.
+var (
+	ErrNoServer  = errors.New("no server available")
+	ErrQueueFull = errors.New("queue full")
+	ErrQueueTime = errors.New("timeout in queue")
+)
+
+// pick chooses an eligible server and takes a slot on it: active servers
+// first, backups when no active server is in service.
+func (b *Backend) pick(key uint64, skip *server.Server) *server.Server {
+	for range 4 { // a few tries: the chosen server may fill up meanwhile
+		s := b.active.Pick(key, skip)
+		if s == nil {
+			if active, _ := b.Running(); active > 0 {
+				return nil // all busy: queue rather than spill to backups
+			}
+			s = b.backup.Pick(key, skip)
+		}
+		if s == nil {
+			return nil
+		}
+		if s.Acquire() {
+			s.Selected.Add(1)
+			return s
+		}
+	}
+	return nil
+}
+
+// Connect finds a server for a session from client and connects to it.
+func (b *Backend) Connect(ctx context.Context, client netip.AddrPort) (*Conn, *Error) {
+	t := b.Config.Timeouts
+	var key uint64
+	if b.hashKey {
+		a := client.Addr().Unmap().As16()
+		key = balance.Hash(a[:])
+	}
+	start := time.Now()
+	c := &Conn{backend: b}
+	s := (*server.Server)(nil)
+	if b.queue.len.Load() == 0 {
+		s = b.pick(key, nil)
+	}
+	if s == nil {
+		active, backup := b.Running()
+		if active+backup == 0 {
+			return nil, &Error{Term: [2]byte{'S', 'C'}, Err: ErrNoServer}
+		}
+		if b.maxQueue > 0 && b.queue.len.Load() >= b.maxQueue {
+			return nil, &Error{Term: [2]byte{'s', 'Q'}, Err: ErrQueueFull}
+		}
+		c.BeQueue = b.queue.len.Load()
+		var err error
+		s, err = b.wait(ctx, key, t.Queue)
+		c.Wait = time.Since(start)
+		if err != nil {
+			return nil, &Error{Term: [2]byte{'s', 'Q'}, Err: err, Wait: c.Wait}
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		tg := b.targets[s]
+		dialStart := time.Now()
+		conn, release, err := tg.dialer.Dial(ctx, s.Addr, t.Connect)
+		if err == nil {
+			c.TCPConn, c.release, c.Server, c.SendProxy = conn, release, s, tg.sendProxy
+			c.ConnectTime = time.Since(dialStart)
+			c.Retries = attempt
+			return c, nil
+		}
+		if errors.Is(err, source.ErrExhausted) {
+			s.Stats.SourceExhausted.Add(1)
+			b.Stats.SourceExhausted.Add(1)
+			if b.OnNoSource != nil {
+				b.OnNoSource(s, tg.source, tg.dialer.Ports.InUse())
+			}
+			b.Release(s)
+			return nil, &Error{Term: [2]byte{'R', 'C'}, Server: s, Err: err, Wait: c.Wait, Retries: attempt}
+		}
+		s.Stats.ConnErrors.Add(1)
+		b.Stats.ConnErrors.Add(1)
+		term := [2]byte{'S', 'C'}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			term = [2]byte{'s', 'C'}
+		}
+		if attempt >= b.Config.Retries || ctx.Err() != nil {
+			b.Release(s)
+			return nil, &Error{Term: term, Server: s, Err: err, Wait: c.Wait, Retries: attempt}
+		}
+		s.Stats.Retries.Add(1)
+		b.Stats.Retries.Add(1)
+		if b.Config.Redispatch && attempt == b.Config.Retries-1 {
+			// The last retry goes elsewhere, if anywhere else is possible.
+			if other := b.pick(key, s); other != nil {
+				b.Release(s)
+				s = other
+				c.Redispatched = true
+				s.Stats.Redispatches.Add(1)
+				b.Stats.Redispatches.Add(1)
+			}
+		}
+	}
+}
+
+// Release frees a slot on s and hands it to the next queued session.
+func (b *Backend) Release(s *server.Server) {
+	s.Release()
+	if b.queue.len.Load() > 0 {
+		b.Dispatch()
+	}
+}
+
+// Dispatch gives free slots to queued sessions, oldest first. Call it when
+// a server has room again, such as when it comes back up.
+func (b *Backend) Dispatch() {
+	b.queue.mu.Lock()
+	defer b.queue.mu.Unlock()
+	for len(b.queue.waiters) > 0 {
+		w := b.queue.waiters[0]
+		s := b.pick(w.key, nil)
+		if s == nil {
+			return
+		}
+		b.queue.waiters = b.queue.waiters[1:]
+		b.queue.len.Add(-1)
+		w.ch <- s
+	}
+}
+
+// queue is the FIFO of sessions waiting for a free server.
+type queue struct {
+	mu      sync.Mutex
+	waiters []*waiter
+	len     atomic.Int64
+}
+
+type waiter struct {
+	key uint64
+	ch  chan *server.Server // receives the server whose slot it was given
+}
+
+func (b *Backend) wait(ctx context.Context, key uint64, timeout time.Duration) (*server.Server, error) {
+	w := &waiter{key: key, ch: make(chan *server.Server, 1)}
+	b.queue.mu.Lock()
+	b.queue.waiters = append(b.queue.waiters, w)
+	b.queue.len.Add(1)
+	b.queue.mu.Unlock()
+	b.Stats.Enqueue()
+	defer b.Stats.Dequeue()
+	b.Dispatch() // a slot may have freed while we queued
+
+	var expire <-chan time.Time
+	if timeout > 0 {
+		tm := time.NewTimer(timeout)
+		defer tm.Stop()
+		expire = tm.C
+	}
+	select {
+	case s := <-w.ch:
+		return s, nil
+	case <-expire:
+	case <-ctx.Done():
+	}
+	b.queue.mu.Lock()
+	for i, x := range b.queue.waiters {
+		if x == w {
+			b.queue.waiters = append(b.queue.waiters[:i], b.queue.waiters[i+1:]...)
+			b.queue.len.Add(-1)
+			b.queue.mu.Unlock()
+			return nil, ErrQueueTime
+		}
+	}
+	b.queue.mu.Unlock()
+	// Dispatched just as we gave up: take the slot after all.
+	return <-w.ch, nil
+}

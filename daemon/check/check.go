@@ -1,0 +1,189 @@
+// Package check runs health checks: one goroutine per checked server,
+// whatever the number of cores, whose verdict every session reads.
+// A check connects over TCP and, if configured, sends a string and
+// expects a string or a regular expression in the reply.
+package check
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"syscall"
+	"time"
+
+	"sluice/daemon/server"
+	"sluice/hcl"
+)
+
+// Result is one check's outcome, in HAProxy's words.
+type Result struct {
+	OK       bool
+	Reason   string // "Layer4 connection problem", "Layer7 check passed", ...
+	Info     string // detail such as "Connection refused"; may be empty
+	Duration time.Duration
+}
+
+// Transition is a server changing state because of checks.
+type Transition struct {
+	Server *server.Server
+	Up     bool
+	Result Result
+}
+
+// Checker checks one server.
+type Checker struct {
+	Server *server.Server
+	Config *hcl.Check
+	// Dial opens the check connection; nil means a plain TCP dial.
+	Dial func(ctx context.Context, addr string, timeout time.Duration) (net.Conn, error)
+	// OnChange is called on every UP/DOWN transition.
+	OnChange func(Transition)
+	Log      *slog.Logger
+}
+
+// Run checks until ctx is done.
+func (c *Checker) Run(ctx context.Context) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.Log.Error("health check crashed", "backend", c.Server.Backend, "server", c.Server.Name, "panic", r)
+		}
+	}()
+	cfg := c.Config
+	successes, failures := 0, 0
+	// Spread the first checks of many servers over one interval.
+	delay := time.Duration(int64(cfg.Interval) * int64(c.Server.ID%16) / 16)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		r := c.check(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		up := c.Server.Up()
+		if r.OK {
+			successes, failures = successes+1, 0
+			if !up && successes >= cfg.Rise {
+				c.Server.SetUp(true)
+				c.notify(true, r)
+			}
+		} else {
+			failures, successes = failures+1, 0
+			if up && failures >= cfg.Fall {
+				c.Server.SetUp(false)
+				c.notify(false, r)
+			}
+		}
+		up = c.Server.Up()
+		switch {
+		case up && failures == 0:
+			delay = cfg.Interval
+		case !up && successes == 0:
+			delay = cfg.DownInterval
+		default: // going up or going down
+			delay = cfg.FastInterval
+		}
+	}
+}
+
+func (c *Checker) notify(up bool, r Result) {
+	if c.OnChange != nil {
+		c.OnChange(Transition{Server: c.Server, Up: up, Result: r})
+	}
+}
+
+func (c *Checker) check(ctx context.Context) Result {
+	cfg := c.Config
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	dial := c.Dial
+	if dial == nil {
+		dial = func(ctx context.Context, addr string, timeout time.Duration) (net.Conn, error) {
+			d := net.Dialer{Timeout: timeout, KeepAlive: -1}
+			return d.DialContext(ctx, "tcp", addr)
+		}
+	}
+	conn, err := dial(ctx, c.Server.Addr, cfg.Timeout)
+	if err != nil {
+		r := Result{Reason: "Layer4 connection problem", Info: errText(err)}
+		if isTimeout(err) {
+			r = Result{Reason: "Layer4 timeout"}
+		}
+		r.Duration = time.Since(start)
+		return r
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	if cfg.Send == "" && cfg.Expect == "" && cfg.ExpectRegex == nil {
+		return Result{OK: true, Reason: "Layer4 check passed", Duration: time.Since(start)}
+	}
+	if cfg.Send != "" {
+		if _, err := conn.Write([]byte(cfg.Send)); err != nil {
+			return Result{Reason: "Layer7 invalid response", Info: errText(err), Duration: time.Since(start)}
+		}
+	}
+	if cfg.Expect == "" && cfg.ExpectRegex == nil {
+		return Result{OK: true, Reason: "Layer7 check passed", Duration: time.Since(start)}
+	}
+	var reply []byte
+	buf := make([]byte, 4096)
+	for len(reply) < 16384 {
+		n, err := conn.Read(buf)
+		reply = append(reply, buf[:n]...)
+		if matches(cfg, reply) {
+			return Result{OK: true, Reason: "Layer7 check passed", Duration: time.Since(start)}
+		}
+		if err != nil {
+			if isTimeout(err) {
+				return Result{Reason: "Layer7 timeout", Duration: time.Since(start)}
+			}
+			break
+		}
+	}
+	want := cfg.Expect
+	if cfg.ExpectRegex != nil {
+		want = cfg.ExpectRegex.String()
+	}
+	return Result{Reason: "Layer7 invalid response", Info: "TCPCHK did not match content '" + want + "'", Duration: time.Since(start)}
+}
+
+func matches(cfg *hcl.Check, reply []byte) bool {
+	if cfg.ExpectRegex != nil {
+		return cfg.ExpectRegex.Match(reply)
+	}
+	return bytes.Contains(reply, []byte(cfg.Expect))
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+}
+
+// errText turns a dial error into HAProxy-like short text.
+func errText(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		switch errno {
+		case syscall.ECONNREFUSED:
+			return "Connection refused"
+		case syscall.ECONNRESET:
+			return "Connection reset by peer"
+		case syscall.EHOSTUNREACH, syscall.ENETUNREACH:
+			return "No route to host"
+		}
+		return errno.Error()
+	}
+	var se *os.SyscallError
+	if errors.As(err, &se) {
+		return se.Err.Error()
+	}
+	return err.Error()
+}

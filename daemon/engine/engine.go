@@ -1,0 +1,228 @@
+// Package engine assembles a running sluice from a configuration: it opens
+// the listeners, builds backends, frontends and health checks, fits the
+// process limits, and serves until told to stop.
+package engine
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"sluice/daemon/backend"
+	"sluice/daemon/check"
+	"sluice/daemon/limits"
+	"sluice/daemon/listen"
+	"sluice/daemon/logging"
+	"sluice/daemon/proxy"
+	"sluice/daemon/server"
+	"sluice/hcl"
+)
+
+// Engine is one configuration generation, built and serving.
+type Engine struct {
+	Config    *hcl.Config
+	Process   *proxy.Process
+	Frontends []*proxy.Frontend
+	Backends  []*backend.Backend
+	logs      *logging.Logger
+	log       *slog.Logger
+	listeners []boundListener
+	checkers  []*check.Checker
+	stop      context.CancelFunc
+	wg        sync.WaitGroup
+}
+
+type boundListener struct {
+	fe *proxy.Frontend
+	ln *net.TCPListener
+}
+
+// reserveFDs are descriptors kept for logs, checks' bursts and the runtime.
+const reserveFDs = 64
+
+// New builds the runtime objects of cfg. Nothing listens yet.
+func New(ctx context.Context, cfg *hcl.Config, log *slog.Logger) (*Engine, error) {
+	e := &Engine{Config: cfg, log: log, logs: logging.New(cfg.Global.Logs)}
+	limits.SetThreads(cfg.Global.Threads)
+	if err := limits.SetAffinity(cfg.Global.CPUs); err != nil {
+		return nil, err
+	}
+	backends := map[string]*backend.Backend{}
+	checks := 0
+	for _, bc := range cfg.Backends {
+		b, err := backend.New(ctx, bc, log)
+		if err != nil {
+			return nil, err
+		}
+		b.OnNoSource = e.noSource
+		backends[bc.Name] = b
+		e.Backends = append(e.Backends, b)
+		for i, sc := range bc.Servers {
+			if sc.Check != nil {
+				checks++
+				e.checkers = append(e.checkers, &check.Checker{
+					Server: b.Servers[i], Config: sc.Check, OnChange: e.transition(b), Log: log.With("component", "check"),
+				})
+			}
+		}
+	}
+	binds := 0
+	for _, fc := range cfg.Frontends {
+		binds += len(fc.Binds)
+	}
+	maxConn := e.fitFiles(cfg.Global.MaxConn, binds+checks)
+	e.Process = proxy.NewProcess(maxConn)
+	for _, fc := range cfg.Frontends {
+		var logs *logging.Logger
+		if fc.Log {
+			logs = e.logs
+		}
+		e.Frontends = append(e.Frontends, proxy.NewFrontend(fc, backends[fc.DefaultBackend], e.Process, logs, log))
+	}
+	return e, nil
+}
+
+// fitFiles raises the open-files limit for maxConn connections (two
+// descriptors each) plus fixed needs, warns when the hard limit is too
+// low, and returns the connection limit to use. A zero maxConn is derived
+// from the limit.
+func (e *Engine) fitFiles(maxConn, fixed int) int {
+	base := uint64(fixed + reserveFDs)
+	if maxConn == 0 {
+		soft, _, err := limits.RaiseNoFile(^uint64(0))
+		if err != nil {
+			e.log.Warn("cannot raise the open files limit", "err", err)
+		}
+		derived := int((soft - min(soft, base)) / 2)
+		derived = max(min(derived, 1_000_000), 1)
+		e.log.Info("maxconn derived from the open files limit", "maxconn", derived, "nofile", soft)
+		return derived
+	}
+	need := base + 2*uint64(maxConn)
+	soft, hard, err := limits.RaiseNoFile(need)
+	if err != nil {
+		e.log.Warn("cannot raise the open files limit", "err", err)
+	}
+	if soft < need {
+		fits := int((soft - min(soft, base)) / 2)
+		e.log.Warn(fmt.Sprintf("maxconn %d needs %d open files but the limit is %d (hard %d): only about %d connections fit; raise LimitNOFILE or ulimit -n",
+			maxConn, need, soft, hard, fits), "maxconn", maxConn, "need", need, "soft", soft, "hard", hard)
+	}
+	return maxConn
+}
+
+// Listen opens every bind address. On error, what was opened is closed.
+func (e *Engine) Listen() error {
+	for _, fe := range e.Frontends {
+		for _, b := range fe.Config.Binds {
+			ln, err := listen.Listen(b.Address, listen.Options{Backlog: fe.Config.Backlog})
+			if err != nil {
+				e.closeListeners()
+				return fmt.Errorf("frontend %s: cannot bind %s: %w", fe.Name, b.Address, err)
+			}
+			e.listeners = append(e.listeners, boundListener{fe, ln})
+		}
+	}
+	return nil
+}
+
+func (e *Engine) closeListeners() {
+	for _, l := range e.listeners {
+		l.ln.Close()
+	}
+}
+
+// Start runs the health checks and the accept loops.
+func (e *Engine) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	e.stop = cancel
+	for _, c := range e.checkers {
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			c.Run(ctx)
+		}()
+	}
+	for _, l := range e.listeners {
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			l.fe.Serve(l.ln)
+		}()
+		e.log.Info("listening", "frontend", l.fe.Name, "addr", l.ln.Addr().String())
+	}
+}
+
+// Stop stops accepting and waits for sessions under way, at most
+// grace (zero: without limit). It reports whether all sessions ended.
+func (e *Engine) Stop(grace time.Duration) bool {
+	for _, f := range e.Frontends {
+		f.Stop()
+	}
+	e.closeListeners()
+	done := make(chan struct{})
+	go func() {
+		for _, f := range e.Frontends {
+			f.Wait()
+		}
+		close(done)
+	}()
+	var expire <-chan time.Time
+	if grace > 0 {
+		expire = time.After(grace)
+	}
+	clean := true
+	select {
+	case <-done:
+	case <-expire:
+		clean = false
+	}
+	if e.stop != nil {
+		e.stop()
+	}
+	e.wg.Wait()
+	e.logs.Close()
+	return clean
+}
+
+// noSource logs a server connection refused for want of a source port.
+func (e *Engine) noSource(s *server.Server, src *hcl.Source, inUse int) {
+	msg := fmt.Sprintf("Server %s/%s: no free source port in %s:%d-%d (%d in use), connection refused",
+		s.Backend, s.Name, src.Addr, src.PortLow, src.PortHigh, inUse)
+	e.log.Warn(msg, "backend", s.Backend, "server", s.Name)
+	e.logs.Send(logging.Warning, []byte(msg))
+}
+
+// transition logs a check's verdict change the way HAProxy words it, and
+// lets queued sessions use a server that came back.
+func (e *Engine) transition(b *backend.Backend) func(check.Transition) {
+	return func(t check.Transition) {
+		s, r := t.Server, t.Result
+		active, backup := b.Running()
+		info := ""
+		if r.Info != "" {
+			info = fmt.Sprintf(", info: %q", r.Info)
+		}
+		var msg string
+		sev := logging.Notice
+		if t.Up {
+			msg = fmt.Sprintf("Server %s/%s is UP, reason: %s%s, check duration: %dms. %d active and %d backup servers online. 0 sessions requeued, %d total in queue.",
+				s.Backend, s.Name, r.Reason, info, r.Duration.Milliseconds(), active, backup, b.QueueLen())
+			b.Dispatch()
+		} else {
+			sev = logging.Warning
+			msg = fmt.Sprintf("Server %s/%s is DOWN, reason: %s%s, check duration: %dms. %d active and %d backup servers left. %d sessions active, 0 requeued, %d remaining in queue.",
+				s.Backend, s.Name, r.Reason, info, r.Duration.Milliseconds(), active, backup, s.Load(), b.QueueLen())
+		}
+		e.log.Info(msg, "backend", s.Backend, "server", s.Name, "up", t.Up)
+		e.logs.Send(sev, []byte(msg))
+		if !t.Up && active+backup == 0 {
+			msg := fmt.Sprintf("backend %s has no server available!", s.Backend)
+			e.log.Error(msg, "backend", s.Backend)
+			e.logs.Send(logging.Emerg, []byte(msg))
+		}
+	}
+}

@@ -1,0 +1,269 @@
+// Package proxy runs frontends: it accepts client connections within the
+// connection limits, applies PROXY protocol and tcp_request rules, gets a
+// server connection from the backend, carries the bytes and logs the
+// session in HAProxy's tcplog format.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"sluice/daemon/backend"
+	"sluice/daemon/logging"
+	"sluice/daemon/proxyproto"
+	"sluice/daemon/stats"
+	"sluice/hcl"
+)
+
+// Process holds what all frontends share: the global connection limit
+// and count.
+type Process struct {
+	slots chan struct{}
+	Stats stats.Counters
+}
+
+// NewProcess returns a process-wide limit of maxConn connections.
+func NewProcess(maxConn int) *Process {
+	return &Process{slots: make(chan struct{}, maxConn)}
+}
+
+// MaxConn is the process-wide limit.
+func (p *Process) MaxConn() int { return cap(p.slots) }
+
+// Frontend accepts connections for one frontend section.
+type Frontend struct {
+	Name    string
+	Config  *hcl.Frontend
+	Backend *backend.Backend
+	Stats   stats.Counters
+	process *Process
+	slots   chan struct{} // nil: only the process limit applies
+	logs    *logging.Logger
+	log     *slog.Logger
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+// NewFrontend builds a frontend; logs may be nil when it does not log.
+func NewFrontend(cfg *hcl.Frontend, be *backend.Backend, p *Process, logs *logging.Logger, log *slog.Logger) *Frontend {
+	f := &Frontend{Name: cfg.Name, Config: cfg, Backend: be, process: p, logs: logs, log: log.With("frontend", cfg.Name)}
+	if cfg.MaxConn > 0 {
+		f.slots = make(chan struct{}, cfg.MaxConn)
+	}
+	f.ctx, f.cancel = context.WithCancel(context.Background())
+	return f
+}
+
+// Serve accepts on ln until Stop. When a limit is reached it stops
+// accepting, so new connections wait in the kernel's accept queue instead
+// of being accepted and closed.
+func (f *Frontend) Serve(ln *net.TCPListener) error {
+	delay := time.Duration(0)
+	for {
+		if !f.acquire() {
+			return nil
+		}
+		c, err := ln.AcceptTCP()
+		if err != nil {
+			f.release()
+			if f.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			// Out of descriptors or memory: back off instead of spinning.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			f.log.Warn("accept failed", "err", err, "retry_in", delay)
+			select {
+			case <-time.After(delay):
+			case <-f.ctx.Done():
+				return nil
+			}
+			continue
+		}
+		delay = 0
+		f.wg.Add(1)
+		go f.session(c)
+	}
+}
+
+func (f *Frontend) acquire() bool {
+	if f.slots != nil {
+		select {
+		case f.slots <- struct{}{}:
+		case <-f.ctx.Done():
+			return false
+		}
+	}
+	select {
+	case f.process.slots <- struct{}{}:
+		return true
+	case <-f.ctx.Done():
+		if f.slots != nil {
+			<-f.slots
+		}
+		return false
+	}
+}
+
+func (f *Frontend) release() {
+	<-f.process.slots
+	if f.slots != nil {
+		<-f.slots
+	}
+}
+
+// Stop makes Serve return; sessions under way go on.
+func (f *Frontend) Stop() { f.cancel() }
+
+// Wait waits for the sessions under way to end.
+func (f *Frontend) Wait() { f.wg.Wait() }
+
+// session is one client connection from accept to log line.
+func (f *Frontend) session(c *net.TCPConn) {
+	defer f.wg.Done()
+	defer f.release()
+	accept := time.Now()
+	cfg := f.Config
+	f.process.Stats.Open()
+	f.Stats.Open()
+	defer f.process.Stats.Close()
+	defer f.Stats.Close()
+
+	e := logging.TCPEntry{
+		Accept: accept, Frontend: f.Name, Backend: f.Backend.Name, Server: "<NOSRV>",
+		Tw: -1, Tc: -1, Term: [2]byte{'-', '-'},
+	}
+	client := addrPort(c.RemoteAddr())
+	dst := addrPort(c.LocalAddr())
+	defer func() {
+		e.Client = client
+		e.Tt = stats.Since(accept)
+		f.logSession(&e)
+	}()
+	defer c.Close()
+
+	if cfg.AcceptProxy {
+		deadline := time.Now().Add(cfg.Timeouts.Client)
+		if cfg.Timeouts.Client == 0 {
+			deadline = time.Time{}
+		}
+		h, err := proxyproto.Read(c, deadline)
+		if err != nil {
+			e.Term = [2]byte{'P', 'R'}
+			if isTimeout(err) {
+				e.Term = [2]byte{'c', 'R'}
+			}
+			return
+		}
+		if !h.Local {
+			client, dst = h.Src, h.Dst
+		}
+	}
+	if !f.allowed(client.Addr()) {
+		f.Stats.Denied.Add(1)
+		e.Term = [2]byte{'P', 'R'}
+		return
+	}
+
+	be := f.Backend
+	be.Stats.Open()
+	defer be.Stats.Close()
+	sc, cerr := be.Connect(f.ctx, client)
+	if cerr != nil {
+		e.Tw = cerr.Wait.Milliseconds()
+		e.Term = cerr.Term
+		e.Retries = cerr.Retries
+		if cerr.Server != nil {
+			e.Server = cerr.Server.Name
+		}
+		e.ActConn, e.FeConn, e.BeConn = f.process.Stats.Cur.Load(), f.Stats.Cur.Load(), be.Stats.Cur.Load()
+		return
+	}
+	defer sc.Close()
+	srv := sc.Server
+	e.Server = srv.Name
+	e.Tw, e.Tc = sc.Wait.Milliseconds(), sc.ConnectTime.Milliseconds()
+	e.Retries, e.Redispatched, e.BeQueue = sc.Retries, sc.Redispatched, sc.BeQueue
+
+	if sc.SendProxy > 0 {
+		hdr := proxyproto.Append(make([]byte, 0, 64), sc.SendProxy, client, dst)
+		if _, err := sc.Write(hdr); err != nil {
+			e.Term = [2]byte{'S', 'C'}
+			return
+		}
+	}
+	tm := cfg.Timeouts
+	bt := be.Config.Timeouts
+	tt := tunnelTimeouts{client: tm.Client, server: bt.Server, clientFin: tm.ClientFin, serverFin: bt.ServerFin}
+	if tm.Tunnel > 0 || bt.Tunnel > 0 {
+		tun := max(tm.Tunnel, bt.Tunnel)
+		tt.client, tt.server = tun, tun
+	}
+	tn := &tunnel{client: c, server: sc.TCPConn, t: tt}
+	in, out, term := tn.run()
+	e.Bytes, e.Term = out, term
+	f.Stats.BytesIn.Add(in)
+	f.Stats.BytesOut.Add(out)
+	be.Stats.BytesIn.Add(in)
+	be.Stats.BytesOut.Add(out)
+	srv.Stats.BytesIn.Add(in)
+	srv.Stats.BytesOut.Add(out)
+	switch term[0] {
+	case 'C', 'c':
+		f.Stats.ClientAborts.Add(1)
+		be.Stats.ClientAborts.Add(1)
+		srv.Stats.ClientAborts.Add(1)
+	case 'S', 's':
+		be.Stats.ServerAborts.Add(1)
+		srv.Stats.ServerAborts.Add(1)
+	}
+	e.ActConn, e.FeConn, e.BeConn, e.SrvConn = f.process.Stats.Cur.Load(), f.Stats.Cur.Load(), be.Stats.Cur.Load(), srv.Load()
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// allowed applies the tcp_request rules: the first that matches decides.
+func (f *Frontend) allowed(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, r := range f.Config.TCPRequest {
+		if matchAny(r.Sources, a) {
+			return r.Action == "accept"
+		}
+	}
+	return true
+}
+
+func matchAny(prefixes []netip.Prefix, a netip.Addr) bool {
+	if len(prefixes) == 0 {
+		return true
+	}
+	for _, p := range prefixes {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func (f *Frontend) logSession(e *logging.TCPEntry) {
+	if f.logs == nil {
+		return
+	}
+	var buf [384]byte
+	f.logs.Send(logging.Info, logging.AppendTCPLog(buf[:0], e))
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort()
+	}
+	return netip.AddrPort{}
+}

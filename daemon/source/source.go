@@ -1,0 +1,156 @@
+// Package source chooses the local address and port of server
+// connections. With a port range, sluice hands out the ports itself so that
+// their number bounds the connections, and exhaustion fails at once instead
+// of waiting on the kernel; without one, it binds the address with
+// IP_BIND_ADDRESS_NO_PORT so the kernel picks the port at connect time,
+// per destination, which keeps the whole ephemeral range usable.
+package source
+
+import (
+	"context"
+	"errors"
+	"math/bits"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrExhausted is returned when every port of a range is in use.
+var ErrExhausted = errors.New("source port range exhausted")
+
+// Ports is a lock-free allocator over a port range. Ports are handed out
+// round-robin, so that a port just released (likely in TIME_WAIT) is the
+// last to be used again.
+type Ports struct {
+	low    uint16
+	n      int
+	words  []atomic.Uint64 // a set bit is a port in use
+	cursor atomic.Uint64
+	inUse  atomic.Int64
+}
+
+// NewPorts returns an allocator for low..high inclusive.
+func NewPorts(low, high uint16) *Ports {
+	n := int(high) - int(low) + 1
+	return &Ports{low: low, n: n, words: make([]atomic.Uint64, (n+63)/64)}
+}
+
+// Size is the number of ports in the range.
+func (p *Ports) Size() int { return p.n }
+
+// InUse is the number of ports handed out.
+func (p *Ports) InUse() int { return int(p.inUse.Load()) }
+
+// Get takes a free port; ok is false when none is left.
+func (p *Ports) Get() (port uint16, ok bool) {
+	if int(p.inUse.Load()) >= p.n {
+		return 0, false
+	}
+	start := int(p.cursor.Add(1) % uint64(p.n))
+	for i := 0; i < p.n; {
+		idx := (start + i) % p.n
+		w := &p.words[idx/64]
+		old := w.Load()
+		bit := uint64(1) << (idx % 64)
+		if old&bit != 0 {
+			// Skip to the next free bit of this word, if any.
+			free := ^old >> (idx % 64)
+			if free == 0 || idx%64+bits.TrailingZeros64(free) >= 64 {
+				i += 64 - idx%64
+			} else {
+				i += bits.TrailingZeros64(free)
+			}
+			continue
+		}
+		if w.CompareAndSwap(old, old|bit) {
+			p.inUse.Add(1)
+			p.cursor.Store(uint64(idx))
+			return p.low + uint16(idx), true
+		}
+	}
+	return 0, false
+}
+
+// Put returns a port taken with Get.
+func (p *Ports) Put(port uint16) {
+	idx := int(port - p.low)
+	w := &p.words[idx/64]
+	bit := uint64(1) << (idx % 64)
+	for {
+		old := w.Load()
+		if old&bit == 0 {
+			return // not ours; never double-count
+		}
+		if w.CompareAndSwap(old, old&^bit) {
+			p.inUse.Add(-1)
+			return
+		}
+	}
+}
+
+// Dialer opens server connections from a chosen source.
+type Dialer struct {
+	// Addr is the local address; the zero Addr lets the kernel choose.
+	Addr netip.Addr
+	// Ports, if not nil, is the range ports are taken from.
+	Ports *Ports
+}
+
+// maxBindTries bounds how many ports one connection attempt tries when
+// the kernel refuses them (a port still in TIME_WAIT towards the same
+// destination, or taken by another program).
+const maxBindTries = 16
+
+// Dial connects to raddr within timeout. release must be called once the
+// connection is closed, to give its port back.
+func (d *Dialer) Dial(ctx context.Context, raddr string, timeout time.Duration) (conn *net.TCPConn, release func(), err error) {
+	if d.Ports == nil {
+		nd := net.Dialer{Timeout: timeout, KeepAlive: -1}
+		if d.Addr.IsValid() {
+			nd.LocalAddr = &net.TCPAddr{IP: d.Addr.AsSlice()}
+			nd.Control = setsockopt(unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT)
+		}
+		c, err := nd.DialContext(ctx, "tcp", raddr)
+		if err != nil {
+			return nil, nil, err
+		}
+		return c.(*net.TCPConn), func() {}, nil
+	}
+	for try := 0; try < maxBindTries; try++ {
+		port, ok := d.Ports.Get()
+		if !ok {
+			return nil, nil, ErrExhausted
+		}
+		nd := net.Dialer{
+			Timeout:   timeout,
+			KeepAlive: -1,
+			LocalAddr: &net.TCPAddr{IP: d.Addr.AsSlice(), Port: int(port)},
+			Control:   setsockopt(unix.SOL_SOCKET, unix.SO_REUSEADDR),
+		}
+		c, err := nd.DialContext(ctx, "tcp", raddr)
+		if err == nil {
+			return c.(*net.TCPConn), func() { d.Ports.Put(port) }, nil
+		}
+		d.Ports.Put(port)
+		if !errors.Is(err, unix.EADDRINUSE) && !errors.Is(err, unix.EADDRNOTAVAIL) {
+			return nil, nil, err
+		}
+	}
+	return nil, nil, ErrExhausted
+}
+
+// setsockopt returns a dialer Control that turns on one boolean option.
+func setsockopt(level, opt int) func(string, string, syscall.RawConn) error {
+	return func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), level, opt, 1) })
+		if err != nil {
+			return err
+		}
+		return serr
+	}
+}

@@ -1,0 +1,134 @@
+package source
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestPortsExhaustAndRecycle(t *testing.T) {
+	p := NewPorts(40000, 40009)
+	seen := map[uint16]bool{}
+	for range 10 {
+		port, ok := p.Get()
+		if !ok || port < 40000 || port > 40009 || seen[port] {
+			t.Fatalf("Get = %d, %v (seen %v)", port, ok, seen)
+		}
+		seen[port] = true
+	}
+	if port, ok := p.Get(); ok {
+		t.Fatalf("11th Get succeeded with %d", port)
+	}
+	p.Put(40003)
+	p.Put(40003) // a double Put must not free a port twice
+	if p.InUse() != 9 {
+		t.Fatalf("InUse = %d, want 9", p.InUse())
+	}
+	if port, ok := p.Get(); !ok || port != 40003 {
+		t.Fatalf("Get after Put = %d, %v; want 40003", port, ok)
+	}
+}
+
+func TestPortsRoundRobin(t *testing.T) {
+	p := NewPorts(1000, 1099)
+	a, _ := p.Get()
+	p.Put(a)
+	b, _ := p.Get()
+	if a == b {
+		t.Errorf("a released port was handed out again at once (%d)", a)
+	}
+}
+
+func TestPortsConcurrent(t *testing.T) {
+	p := NewPorts(1, 200) // spans several words
+	var mu sync.Mutex
+	seen := map[uint16]bool{}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 25 {
+				port, ok := p.Get()
+				if !ok {
+					t.Error("ran out early")
+					return
+				}
+				mu.Lock()
+				if seen[port] {
+					t.Errorf("port %d handed out twice", port)
+				}
+				seen[port] = true
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if _, ok := p.Get(); ok || p.InUse() != 200 {
+		t.Errorf("after 200 Gets: InUse %d", p.InUse())
+	}
+}
+
+func TestDialFromRange(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	d := &Dialer{Addr: netip.MustParseAddr("127.0.0.2"), Ports: NewPorts(41000, 41002)}
+	var conns []*net.TCPConn
+	var releases []func()
+	for range 3 {
+		c, release, err := d.Dial(context.Background(), ln.Addr().String(), time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		la := c.LocalAddr().(*net.TCPAddr)
+		if la.IP.String() != "127.0.0.2" || la.Port < 41000 || la.Port > 41002 {
+			t.Errorf("local address %s outside 127.0.0.2:41000-41002", la)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+		releases = append(releases, release)
+	}
+	if _, _, err := d.Dial(context.Background(), ln.Addr().String(), time.Second); !errors.Is(err, ErrExhausted) {
+		t.Fatalf("4th dial: err = %v, want ErrExhausted", err)
+	}
+	conns[0].Close()
+	releases[0]()
+	// We closed first, so the freed port sits in TIME_WAIT towards the same
+	// destination; with tcp_tw_reuse (2, loopback, by default) the kernel
+	// lets it be reused after one second.
+	time.Sleep(1100 * time.Millisecond)
+	if _, _, err := d.Dial(context.Background(), ln.Addr().String(), time.Second); err != nil {
+		t.Fatalf("dial after release: %v", err)
+	}
+}
+
+func TestDialAddressOnly(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer ln.Close()
+	go func() { c, _ := ln.Accept(); time.Sleep(100 * time.Millisecond); c.Close() }()
+	d := &Dialer{Addr: netip.MustParseAddr("127.0.0.3")}
+	c, _, err := d.Dial(context.Background(), ln.Addr().String(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if ip := c.LocalAddr().(*net.TCPAddr).IP.String(); ip != "127.0.0.3" {
+		t.Errorf("local IP %s, want 127.0.0.3", ip)
+	}
+}

@@ -1,0 +1,58 @@
+// Package stats holds the counters of frontends, backends and servers.
+// They are plain atomics, updated by every core at once and read by the
+// runtime API; one set covers the whole process.
+package stats
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// Counters are the figures kept for every proxy and server.
+type Counters struct {
+	Cur          atomic.Int64 // sessions now
+	Max          atomic.Int64 // most sessions at once
+	Total        atomic.Int64 // sessions ever
+	BytesIn      atomic.Int64 // from clients
+	BytesOut     atomic.Int64 // to clients
+	Denied       atomic.Int64 // refused by rules
+	ConnErrors   atomic.Int64 // failed server connections
+	Retries      atomic.Int64
+	Redispatches atomic.Int64
+	QueueCur     atomic.Int64
+	QueueMax     atomic.Int64
+	ClientAborts atomic.Int64
+	ServerAborts atomic.Int64
+	// SourceExhausted counts connections refused because no source port was free.
+	SourceExhausted atomic.Int64
+}
+
+// Open counts a new session and returns the current count.
+func (c *Counters) Open() int64 {
+	c.Total.Add(1)
+	n := c.Cur.Add(1)
+	RaiseMax(&c.Max, n)
+	return n
+}
+
+// Close counts a session's end.
+func (c *Counters) Close() { c.Cur.Add(-1) }
+
+// Enqueue counts a session entering a queue.
+func (c *Counters) Enqueue() { RaiseMax(&c.QueueMax, c.QueueCur.Add(1)) }
+
+// Dequeue counts a session leaving a queue.
+func (c *Counters) Dequeue() { c.QueueCur.Add(-1) }
+
+// RaiseMax lifts max to n if n is larger.
+func RaiseMax(max *atomic.Int64, n int64) {
+	for {
+		m := max.Load()
+		if n <= m || max.CompareAndSwap(m, n) {
+			return
+		}
+	}
+}
+
+// Since returns milliseconds since t, the unit of HAProxy's timers.
+func Since(t time.Time) int64 { return time.Since(t).Milliseconds() }

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the tools the test suites use, on Debian, when run as root.
+# Elsewhere it names what is missing; under CI=true a missing tool fails.
+set -euo pipefail
+need=(file:file strace:strace)
+missing=()
+for pair in "${need[@]}"; do
+  cmd=${pair%%:*} pkg=${pair##*:}
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing: ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+  exit 0
+fi
+echo "missing tools (Debian packages): ${missing[*]}; the suites that use them will fail or say they were skipped" >&2
+if [ "${CI:-}" = true ]; then exit 1; fi
