@@ -10,6 +10,7 @@ import (
 	"syscall"
 
 	"sluice/daemon/engine"
+	"sluice/daemon/logging"
 	"sluice/hcl"
 	"sluice/version"
 )
@@ -24,7 +25,7 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sluice run: no configuration given (-f PATH)")
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(stderr, nil))
+	log := slog.New(logging.NewHandler(stderr, slog.LevelInfo))
 	cfg, _, diags := hcl.Load(*paths)
 	hcl.WriteDiagnostics(stderr, diags)
 	if cfg == nil {

@@ -193,7 +193,7 @@ func (e *Engine) noSource(s *server.Server, src *hcl.Source, inUse int) {
 	msg := fmt.Sprintf("Server %s/%s: no free source port in %s:%d-%d (%d in use), connection refused",
 		s.Backend, s.Name, src.Addr, src.PortLow, src.PortHigh, inUse)
 	e.log.Warn(msg, "backend", s.Backend, "server", s.Name)
-	e.logs.Send(logging.Warning, []byte(msg))
+	e.logs.Event(logging.Warning, msg)
 }
 
 // transition logs a check's verdict change the way HAProxy words it, and
@@ -218,11 +218,11 @@ func (e *Engine) transition(b *backend.Backend) func(check.Transition) {
 				s.Backend, s.Name, r.Reason, info, r.Duration.Milliseconds(), active, backup, s.Load(), b.QueueLen())
 		}
 		e.log.Info(msg, "backend", s.Backend, "server", s.Name, "up", t.Up)
-		e.logs.Send(sev, []byte(msg))
+		e.logs.Event(sev, msg)
 		if !t.Up && active+backup == 0 {
 			msg := fmt.Sprintf("backend %s has no server available!", s.Backend)
 			e.log.Error(msg, "backend", s.Backend)
-			e.logs.Send(logging.Emerg, []byte(msg))
+			e.logs.Event(logging.Emerg, msg)
 		}
 	}
 }

@@ -43,6 +43,7 @@ type Logger struct {
 }
 
 type entry struct {
+	event    bool // also written to stderr by the daemon's own log: skip stderr/stdout
 	severity int
 	when     time.Time
 	msg      []byte
@@ -76,12 +77,18 @@ func New(targets []hcl.LogTarget) *Logger {
 }
 
 // Send queues a copy of msg, a line without its trailing newline.
-func (l *Logger) Send(severity int, msg []byte) {
+func (l *Logger) Send(severity int, msg []byte) { l.send(false, severity, msg) }
+
+// Event queues an event (a server going down, say) for the syslog targets
+// only: the daemon's own log already shows it on stderr.
+func (l *Logger) Event(severity int, msg string) { l.send(true, severity, []byte(msg)) }
+
+func (l *Logger) send(event bool, severity int, msg []byte) {
 	if l.closed.Load() {
 		return
 	}
 	e := l.pool.Get().(*entry)
-	e.severity, e.when, e.msg = severity, time.Now(), append(e.msg[:0], msg...)
+	e.event, e.severity, e.when, e.msg = event, severity, time.Now(), append(e.msg[:0], msg...)
 	select {
 	case l.queue <- e:
 	default:
@@ -122,6 +129,9 @@ var pid = os.Getpid()
 var hostname, _ = os.Hostname()
 
 func (t *target) write(e *entry) {
+	if e.event && t.w != nil {
+		return
+	}
 	b := t.buf[:0]
 	pri := t.cfg.Facility*8 + e.severity
 	switch t.cfg.Format {
