@@ -1,0 +1,320 @@
+package e2e
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"sluice/daemon/proxyproto"
+)
+
+func TestSendProxyV2(t *testing.T) {
+	t.Parallel()
+	got := make(chan proxyproto.Header, 1)
+	b := newBackend(t, "s")
+	b.handle = func(c net.Conn) {
+		defer c.Close()
+		h, err := proxyproto.Read(c.(*net.TCPConn), time.Now().Add(2*time.Second))
+		if err != nil {
+			t.Errorf("backend: %v", err)
+			return
+		}
+		got <- h
+		fmt.Fprintf(c, "s\n")
+		io.Copy(c, c)
+	}
+	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	startSluice(t, config(fe, fmt.Sprintf(`
+  server "s" {
+    address    = %q
+    send_proxy = "v2"
+  }
+`, b.addr)))
+	c, _ := dial(t, fe)
+	defer c.Close()
+	h := <-got
+	if h.Version != 2 || h.Local || h.Src.String() != c.LocalAddr().String() || h.Dst.String() != fe {
+		t.Errorf("backend got %+v; want v2 PROXY from %s to %s", h, c.LocalAddr(), fe)
+	}
+	// The payload after the header is intact.
+	fmt.Fprintf(c, "ping\n")
+	line, err := c.r.ReadString('\n')
+	if err != nil || line != "ping\n" {
+		t.Errorf("echo after header = %q, %v", line, err)
+	}
+}
+
+func TestAcceptProxyPassesClientOn(t *testing.T) {
+	t.Parallel()
+	got := make(chan proxyproto.Header, 1)
+	b := newBackend(t, "s")
+	b.handle = func(c net.Conn) {
+		defer c.Close()
+		h, err := proxyproto.Read(c.(*net.TCPConn), time.Now().Add(2*time.Second))
+		if err != nil {
+			t.Errorf("backend: %v", err)
+			return
+		}
+		got <- h
+		io.Copy(c, c)
+	}
+	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	d := startSluice(t, config(fe, fmt.Sprintf(`
+  server "s" {
+    address    = %q
+    send_proxy = "v1"
+  }
+`, b.addr), "accept_proxy = true"))
+	c, err := net.Dial("tcp", fe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "PROXY TCP4 192.0.2.7 198.51.100.1 55555 443\r\nhello\n")
+	h := <-got
+	if h.Src.String() != "192.0.2.7:55555" || h.Dst.String() != "198.51.100.1:443" {
+		t.Errorf("backend got %+v; want the client named in the incoming header", h)
+	}
+	buf := make([]byte, 6)
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "hello\n" {
+		t.Errorf("payload = %q, %v", buf, err)
+	}
+	c.Close()
+	d.waitLog(`192\.0\.2\.7:55555 \[`, 2*time.Second)
+}
+
+func TestHalfClose(t *testing.T) {
+	t.Parallel()
+	// The server reads until the client's FIN, then answers with a digest
+	// and closes: only a proxy that passes the half-close on gets the answer.
+	b := newBackend(t, "s")
+	b.handle = func(c net.Conn) {
+		defer c.Close()
+		h := sha256.New()
+		io.Copy(h, c)
+		fmt.Fprintf(c, "%x\n", h.Sum(nil))
+	}
+	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	d := startSluice(t, config(fe, servers(b)))
+	c, err := net.Dial("tcp", fe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	payload := make([]byte, 3<<20)
+	rand.Read(payload)
+	go func() {
+		c.Write(payload)
+		c.(*net.TCPConn).CloseWrite()
+	}()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	answer, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("%x\n", sha256.Sum256(payload))
+	if string(answer) != want {
+		t.Errorf("answer after half-close = %q, want %q", answer, want)
+	}
+	d.waitLog(` fe be/s \d+/\d+/\d+ 65 -- `, 2*time.Second)
+}
+
+func TestBadClientsDoNotDisturbOthers(t *testing.T) {
+	t.Parallel()
+	b := newBackend(t, "s")
+	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	proxied := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	d := startSluice(t, fmt.Sprintf(`
+defaults {
+  log = "global"
+  timeout {
+    client = "300ms"
+    server = "30s"
+  }
+}
+frontend "fe" {
+  bind            = [%q]
+  default_backend = "be"
+}
+frontend "pp" {
+  bind            = [%q]
+  accept_proxy    = true
+  default_backend = "be"
+}
+backend "be" {
+  server "s" { address = %q }
+}
+`, fe, proxied, b.addr))
+
+	// A steady client echoes throughout; its bytes must come back intact.
+	steady, _ := dial(t, fe)
+	defer steady.Close()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			msg := fmt.Sprintf("message %d\n", i)
+			steady.SetDeadline(time.Now().Add(2 * time.Second))
+			if _, err := steady.Write([]byte(msg)); err != nil {
+				t.Errorf("steady client write: %v", err)
+				return
+			}
+			line, err := steady.r.ReadString('\n')
+			if err != nil || line != msg {
+				t.Errorf("steady client got %q, %v; want %q", line, err, msg)
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+
+	for range 20 {
+		// Garbage where a PROXY header is expected: closed, logged PR.
+		if c, err := net.Dial("tcp", proxied); err == nil {
+			c.Write([]byte("\x16\x03\x01garbage\r\n\r\n"))
+			c.SetReadDeadline(time.Now().Add(2 * time.Second))
+			if n, err := c.Read(make([]byte, 10)); err == nil {
+				t.Errorf("garbage instead of a PROXY header got %d bytes back", n)
+			}
+			c.Close()
+		}
+		// Reset right after connecting.
+		if c, err := net.Dial("tcp", fe); err == nil {
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+		}
+		// Random bytes then reset mid-stream.
+		if c, err := net.Dial("tcp", fe); err == nil {
+			junk := make([]byte, 4096)
+			rand.Read(junk)
+			c.Write(junk)
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+		}
+	}
+	// An idle client is closed after timeout client, logged cD.
+	idle, err := net.Dial("tcp", fe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	start := time.Now()
+	idle.SetReadDeadline(time.Now().Add(3 * time.Second))
+	io.Copy(io.Discard, idle) // the greeting, then EOF when sluice gives up
+	if took := time.Since(start); took < 250*time.Millisecond || took > 2*time.Second {
+		t.Errorf("idle client closed after %v, want about timeout client (300ms)", took)
+	}
+	close(stop)
+	wg.Wait()
+	d.waitLog(` fe be/s \d+/\d+/\d+ \d+ cD `, 2*time.Second)
+	d.waitLog(` pp be/<NOSRV> -1/-1/\d+ 0 PR `, 2*time.Second)
+	if strings.Contains(d.out.String(), "panic") {
+		t.Error("sluice panicked")
+	}
+}
+
+// TestSplicePath runs sluice under strace and checks that a bulk transfer
+// moves through splice(2) rather than read(2)/write(2) copies.
+func TestSplicePath(t *testing.T) {
+	t.Parallel()
+	strace, err := exec.LookPath("strace")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("strace is not installed (tests/deps.sh installs it)")
+		}
+		t.Skip("strace is not installed: cannot observe the splice path")
+	}
+	const size = 64 << 20
+	b := newBackend(t, "sink")
+	received := make(chan int64, 1)
+	b.handle = func(c net.Conn) {
+		n, _ := io.Copy(io.Discard, c)
+		c.Close()
+		received <- n
+	}
+	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	dir := t.TempDir()
+	cfgPath := dir + "/sluice.hcl"
+	os.WriteFile(cfgPath, []byte(config(fe, servers(b))), 0o644)
+	out := dir + "/strace.txt"
+	cmd := exec.Command(strace, "-f", "-qq", "-e", "trace=splice,read,write,recvfrom", "-o", out, sluiceBin, "run", "-f", cfgPath)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// strace detaches on SIGINT and leaves its tracee running: stop sluice
+	// itself, whose pid starts every line of the trace.
+	sluicePID := func() int {
+		trace, _ := os.ReadFile(out)
+		pid, _ := strconv.Atoi(strings.Fields(string(trace) + " 0")[0])
+		return pid
+	}
+	defer func() {
+		if pid := sluicePID(); pid > 0 {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	eventually(t, 10*time.Second, "sluice under strace to listen", func() bool {
+		c, err := net.Dial("tcp", fe)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	<-received // the probe connection
+	c, err := net.Dial("tcp", fe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 1<<20)
+	for range size / len(chunk) {
+		if _, err := c.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Close()
+	if n := <-received; n != size {
+		t.Fatalf("server received %d bytes, want %d", n, size)
+	}
+	syscall.Kill(sluicePID(), syscall.SIGINT)
+	cmd.Wait()
+	trace, _ := os.ReadFile(out)
+	var spliced, copied int64
+	rx := regexp.MustCompile(`(splice|read|write)\((\d+), .*\) = (\d+)`)
+	for _, m := range rx.FindAllStringSubmatch(string(trace), -1) {
+		n, _ := strconv.ParseInt(m[3], 10, 64)
+		if m[1] == "splice" {
+			spliced += n
+		} else if fd, _ := strconv.Atoi(m[2]); fd > 2 {
+			copied += n
+		}
+	}
+	// Each byte crosses two splices: socket to pipe, pipe to socket.
+	if spliced < 2*size {
+		t.Errorf("splice(2) moved %d bytes, want at least %d (2 × %d)", spliced, 2*size, size)
+	}
+	if copied > size/100 {
+		t.Errorf("read/write moved %d bytes: the data did not stay on the splice path", copied)
+	}
+	t.Logf("splice moved %d bytes; read/write on sockets %d bytes", spliced, copied)
+}
