@@ -300,12 +300,16 @@ func TestSplicePath(t *testing.T) {
 	cmd.Wait()
 	trace, _ := os.ReadFile(out)
 	var spliced, copied int64
-	rx := regexp.MustCompile(`(splice|read|write)\((\d+), .*\) = (\d+)`)
+	// With -f, a call may be split into "<unfinished ...>" and "<... resumed>" lines.
+	rx := regexp.MustCompile(`(?m)^\d+\s+(?:(splice|read|write)\((\d+),|<\.\.\. (splice|read|write) resumed>).*\) = (\d+)`)
 	for _, m := range rx.FindAllStringSubmatch(string(trace), -1) {
-		n, _ := strconv.ParseInt(m[3], 10, 64)
-		if m[1] == "splice" {
+		call := m[1] + m[3]
+		n, _ := strconv.ParseInt(m[4], 10, 64)
+		fd, _ := strconv.Atoi(m[2])
+		switch {
+		case call == "splice":
 			spliced += n
-		} else if fd, _ := strconv.Atoi(m[2]); fd > 2 {
+		case m[2] == "" || fd > 2: // not the daemon's own stderr log
 			copied += n
 		}
 	}

@@ -1,0 +1,300 @@
+// Command tcp benchmarks sluice against HAProxy (Debian's package) in TCP
+// mode, and against no proxy at all, in one run: bulk throughput,
+// connection rate, and memory per idle connection. The proxy runs pinned
+// to CPU 0 with one thread; this program (clients and servers) to CPU 1.
+//
+//	go run ./tests/bench/tcp -sluice bin/sluice
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"sluice/daemon/limits"
+)
+
+var (
+	sluiceBin = flag.String("sluice", "bin/sluice", "sluice binary")
+	haproxy   = flag.String("haproxy", "/usr/sbin/haproxy", "haproxy binary")
+	duration  = flag.Duration("d", 5*time.Second, "length of each measurement")
+	idleConns = flag.Int("idle", 4000, "idle connections for the memory figure")
+	streams   = flag.Int("streams", 4, "parallel bulk streams")
+	workers   = flag.Int("workers", 32, "parallel connection-rate workers")
+)
+
+type result struct {
+	name           string
+	mbps, connRate float64
+	idleKB         float64
+}
+
+func main() {
+	flag.Parse()
+	if err := limits.SetAffinity([]int{1}); err != nil {
+		fmt.Fprintln(os.Stderr, "pinning the load generator:", err)
+	}
+	limits.RaiseNoFile(1 << 20)
+	sink := serve(func(c net.Conn) { io.Copy(io.Discard, c) })
+	greeter := serve(func(c net.Conn) { c.Write([]byte("x")) })
+	holder := serve(func(c net.Conn) { io.Copy(io.Discard, c) })
+
+	dir, _ := os.MkdirTemp("", "bench-tcp")
+	defer os.RemoveAll(dir)
+	var results []result
+	results = append(results, measure("direct", nil, sink, greeter, holder))
+	for _, p := range []struct {
+		name  string
+		start func(dir string, sink, greeter, holder string) (*exec.Cmd, [3]string)
+	}{{"sluice", startSluice}, {"haproxy", startHAProxy}} {
+		cmd, fronts := p.start(dir, sink, greeter, holder)
+		if cmd == nil {
+			continue
+		}
+		waitListening(fronts[0])
+		r := measure(p.name, cmd, fronts[0], fronts[1], fronts[2])
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+		results = append(results, r)
+	}
+	fmt.Printf("\n%-8s %14s %14s %16s\n", "", "MB/s (bulk)", "conn/s", "KB/idle conn")
+	for _, r := range results {
+		idle := "-"
+		if r.idleKB > 0 {
+			idle = fmt.Sprintf("%.2f", r.idleKB)
+		}
+		fmt.Printf("%-8s %14.0f %14.0f %16s\n", r.name, r.mbps, r.connRate, idle)
+	}
+	if len(results) == 3 {
+		s, h := results[1], results[2]
+		fmt.Printf("\nsluice/haproxy: throughput %.2fx, connection rate %.2fx, idle memory per connection %.2fx\n",
+			s.mbps/h.mbps, s.connRate/h.connRate, s.idleKB/h.idleKB)
+	}
+}
+
+func serve(handle func(net.Conn)) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); handle(c) }()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func freeAddr() string {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func startSluice(dir, sink, greeter, holder string) (*exec.Cmd, [3]string) {
+	f := [3]string{freeAddr(), freeAddr(), freeAddr()}
+	cfg := fmt.Sprintf(`
+global {
+  maxconn = 5000
+  threads = 1
+  cpus    = "0"
+}
+defaults {
+  timeout {
+    connect = "5s"
+    client  = "60s"
+    server  = "60s"
+  }
+}
+listen "bulk" {
+  bind = [%q]
+  server "s" { address = %q }
+}
+listen "rate" {
+  bind = [%q]
+  server "s" { address = %q }
+}
+listen "idle" {
+  bind = [%q]
+  server "s" { address = %q }
+}
+`, f[0], sink, f[1], greeter, f[2], holder)
+	path := filepath.Join(dir, "sluice.hcl")
+	os.WriteFile(path, []byte(cfg), 0o644)
+	cmd := exec.Command("taskset", "-c", "0", *sluiceBin, "run", "-f", path)
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "sluice:", err)
+		return nil, f
+	}
+	return cmd, f
+}
+
+func startHAProxy(dir, sink, greeter, holder string) (*exec.Cmd, [3]string) {
+	if _, err := os.Stat(*haproxy); err != nil {
+		fmt.Fprintln(os.Stderr, "haproxy not found (apt-get install haproxy): no comparison")
+		return nil, [3]string{}
+	}
+	f := [3]string{freeAddr(), freeAddr(), freeAddr()}
+	cfg := fmt.Sprintf(`
+global
+  maxconn 5000
+  nbthread 1
+  cpu-map 1/1 0
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+listen bulk
+  bind %s
+  server s %s
+listen rate
+  bind %s
+  server s %s
+listen idle
+  bind %s
+  server s %s
+`, f[0], sink, f[1], greeter, f[2], holder)
+	path := filepath.Join(dir, "haproxy.cfg")
+	os.WriteFile(path, []byte(cfg), 0o644)
+	cmd := exec.Command("taskset", "-c", "0", *haproxy, "-db", "-f", path)
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "haproxy:", err)
+		return nil, f
+	}
+	return cmd, f
+}
+
+func waitListening(addr string) {
+	for range 100 {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func measure(name string, cmd *exec.Cmd, bulk, rate, idle string) result {
+	r := result{name: name}
+	fmt.Fprintf(os.Stderr, "%s: bulk throughput...\n", name)
+	r.mbps = throughput(bulk)
+	fmt.Fprintf(os.Stderr, "%s: connection rate...\n", name)
+	r.connRate = connRate(rate)
+	if cmd != nil {
+		pid := cmd.Process.Pid
+		// taskset execs the proxy in place, so the pid is the proxy's.
+		fmt.Fprintf(os.Stderr, "%s: memory per idle connection...\n", name)
+		r.idleKB = idleMemory(pid, idle)
+	}
+	return r
+}
+
+func throughput(addr string) float64 {
+	var total atomic.Int64
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(*duration)
+	start := time.Now()
+	for range *streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			buf := make([]byte, 256<<10)
+			for time.Now().Before(deadline) {
+				n, err := c.Write(buf)
+				total.Add(int64(n))
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return float64(total.Load()) / time.Since(start).Seconds() / 1e6
+}
+
+func connRate(addr string) float64 {
+	var done, failed atomic.Int64
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(*duration)
+	start := time.Now()
+	for range *workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 1)
+			for time.Now().Before(deadline) {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				if _, err := io.ReadFull(c, buf); err != nil {
+					failed.Add(1)
+				} else {
+					done.Add(1)
+				}
+				c.(*net.TCPConn).SetLinger(0) // keep TIME_WAIT off the client side
+				c.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	if f := failed.Load(); f > 0 {
+		fmt.Fprintf(os.Stderr, "  %d failed connections\n", f)
+	}
+	return float64(done.Load()) / time.Since(start).Seconds()
+}
+
+func rssKB(pid int) float64 {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmRSS:") {
+			n, _ := strconv.ParseFloat(strings.Fields(l)[1], 64)
+			return n
+		}
+	}
+	return 0
+}
+
+func idleMemory(pid int, addr string) float64 {
+	time.Sleep(500 * time.Millisecond)
+	before := rssKB(pid)
+	var conns []net.Conn
+	for range *idleConns {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "  idle dial:", err)
+			break
+		}
+		conns = append(conns, c)
+	}
+	time.Sleep(2 * time.Second) // let every session settle
+	after := rssKB(pid)
+	for _, c := range conns {
+		c.Close()
+	}
+	if len(conns) == 0 {
+		return 0
+	}
+	return (after - before) / float64(len(conns))
+}
