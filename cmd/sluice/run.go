@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"sluice/daemon/engine"
@@ -26,6 +27,12 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	log := slog.New(logging.NewHandler(stderr, slog.LevelInfo))
+	// SLUICE_CPUPROFILE=FILE writes a pprof CPU profile until sluice stops.
+	if path := os.Getenv("SLUICE_CPUPROFILE"); path != "" {
+		if f, err := os.Create(path); err == nil && pprof.StartCPUProfile(f) == nil {
+			defer pprof.StopCPUProfile()
+		}
+	}
 	cfg, _, diags := hcl.Load(*paths)
 	hcl.WriteDiagnostics(stderr, diags)
 	if cfg == nil {
