@@ -14,12 +14,12 @@ func checkCmd(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	paths2 := append(*paths, fs.Args()...)
-	if len(paths2) == 0 {
+	*paths = append(*paths, fs.Args()...)
+	if len(*paths) == 0 {
 		fmt.Fprintln(stderr, "sluice check: no configuration given (-f PATH)")
 		return 2
 	}
-	cfg, _, diags := hcl.Load(paths2)
+	cfg, _, diags := hcl.Load(*paths)
 	hcl.WriteDiagnostics(stderr, diags)
 	if cfg == nil {
 		return 1

@@ -22,6 +22,7 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	*paths = append(*paths, fs.Args()...)
 	if len(*paths) == 0 {
 		fmt.Fprintln(stderr, "sluice run: no configuration given (-f PATH)")
 		return 2

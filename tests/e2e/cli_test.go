@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -134,5 +135,36 @@ func TestQuickstart(t *testing.T) {
 	})
 	if !seen["hello from backend 127.0.0.1:9001"] || !seen["hello from backend 127.0.0.1:9002"] {
 		t.Errorf("greetings: %v", seen)
+	}
+}
+
+// TestWarnsWhenMaxConnNeedsMoreFiles starts sluice under a hard limit of
+// 1024 open files with maxconn 1000 (2000 descriptors needed).
+func TestWarnsWhenMaxConnNeedsMoreFiles(t *testing.T) {
+	t.Parallel()
+	prlimit, err := exec.LookPath("prlimit")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("prlimit (util-linux) is not installed")
+		}
+		t.Skip("prlimit (util-linux) is not installed")
+	}
+	path := filepath.Join(t.TempDir(), "s.hcl")
+	os.WriteFile(path, []byte(fmt.Sprintf(`global { maxconn = 1000 }
+listen "l" {
+  bind = ["127.0.0.1:%d"]
+  server "s" { address = "127.0.0.1:1" }
+}
+`, freePort(t))), 0o644)
+	cmd := exec.Command(prlimit, "--nofile=256:1024", sluiceBin, "run", "-f", path)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() }()
+	eventually(t, 5*time.Second, "sluice to start", func() bool { return strings.Contains(out.String(), "sluice started") })
+	if !regexp.MustCompile(`maxconn 1000 needs 20\d\d open files but the limit is 1024 \(hard 1024\): only about 4\d\d connections fit`).MatchString(out.String()) {
+		t.Errorf("no open-files warning with the numbers:\n%s", out.String())
 	}
 }

@@ -19,8 +19,9 @@ import (
 	"sluice/daemon/proxyproto"
 )
 
-func TestSendProxyV2(t *testing.T) {
-	t.Parallel()
+// proxyBackend expects a PROXY header on each connection, passes it on
+// through got, writes greeting, then echoes.
+func proxyBackend(t *testing.T, greeting string) (*backend, chan proxyproto.Header) {
 	got := make(chan proxyproto.Header, 1)
 	b := newBackend(t, "s")
 	b.handle = func(c net.Conn) {
@@ -31,9 +32,15 @@ func TestSendProxyV2(t *testing.T) {
 			return
 		}
 		got <- h
-		fmt.Fprintf(c, "s\n")
+		io.WriteString(c, greeting)
 		io.Copy(c, c)
 	}
+	return b, got
+}
+
+func TestSendProxyV2(t *testing.T) {
+	t.Parallel()
+	b, got := proxyBackend(t, "s\n")
 	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	startSluice(t, config(fe, fmt.Sprintf(`
   server "s" {
@@ -57,18 +64,7 @@ func TestSendProxyV2(t *testing.T) {
 
 func TestAcceptProxyPassesClientOn(t *testing.T) {
 	t.Parallel()
-	got := make(chan proxyproto.Header, 1)
-	b := newBackend(t, "s")
-	b.handle = func(c net.Conn) {
-		defer c.Close()
-		h, err := proxyproto.Read(c.(*net.TCPConn), time.Now().Add(2*time.Second))
-		if err != nil {
-			t.Errorf("backend: %v", err)
-			return
-		}
-		got <- h
-		io.Copy(c, c)
-	}
+	b, got := proxyBackend(t, "")
 	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	d := startSluice(t, config(fe, fmt.Sprintf(`
   server "s" {
