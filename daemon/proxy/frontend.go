@@ -124,56 +124,70 @@ func (f *Frontend) Stop() { f.cancel() }
 func (f *Frontend) Wait() { f.wg.Wait() }
 
 // session is one client connection from accept to log line.
+//
+// The goroutine that accepts a connection sets the session up (PROXY
+// header, rules, server connection) and then hands over to the tunnel's two
+// fresh goroutines: a parked idle session keeps only their small stacks,
+// not the deeper one that dialing grew. The last direction to end calls
+// finish.
+type session struct {
+	f           *Frontend
+	c           *net.TCPConn
+	client, dst netip.AddrPort
+	sc          *backend.Conn // nil until connected
+	beOpen      bool          // counted in the backend's sessions
+	tunneled    bool
+	e           logging.TCPEntry
+	tn          tunnel
+}
+
 func (f *Frontend) session(c *net.TCPConn) {
-	defer f.wg.Done()
-	defer f.release()
-	accept := time.Now()
-	cfg := f.Config
 	f.process.Stats.Open()
 	f.Stats.Open()
-	defer f.process.Stats.Close()
-	defer f.Stats.Close()
-
-	e := logging.TCPEntry{
-		Accept: accept, Frontend: f.Name, Backend: f.Backend.Name, Server: "<NOSRV>",
+	s := &session{f: f, c: c, client: addrPort(c.RemoteAddr()), dst: addrPort(c.LocalAddr())}
+	s.e = logging.TCPEntry{
+		Accept: time.Now(), Frontend: f.Name, Backend: f.Backend.Name, Server: "<NOSRV>",
 		Tw: -1, Tc: -1, Term: [2]byte{'-', '-'},
 	}
-	client := addrPort(c.RemoteAddr())
-	dst := addrPort(c.LocalAddr())
-	defer func() {
-		e.Client = client
-		e.Tt = stats.Since(accept)
-		f.logSession(&e)
-	}()
-	defer c.Close()
+	if !s.setup() {
+		s.finish()
+		return
+	}
+	s.tunneled = true
+	s.tn.start(s.finish)
+}
 
+// setup runs everything before the tunnel; false ends the session, with
+// the termination state set.
+func (s *session) setup() bool {
+	f, cfg, e := s.f, s.f.Config, &s.e
 	if cfg.AcceptProxy {
-		deadline := time.Now().Add(cfg.Timeouts.Client)
-		if cfg.Timeouts.Client == 0 {
-			deadline = time.Time{}
+		deadline := time.Time{}
+		if cfg.Timeouts.Client > 0 {
+			deadline = time.Now().Add(cfg.Timeouts.Client)
 		}
-		h, err := proxyproto.Read(c, deadline)
+		h, err := proxyproto.Read(s.c, deadline)
 		if err != nil {
 			e.Term = [2]byte{'P', 'R'}
 			if isTimeout(err) {
 				e.Term = [2]byte{'c', 'R'}
 			}
-			return
+			return false
 		}
 		if !h.Local {
-			client, dst = h.Src, h.Dst
+			s.client, s.dst = h.Src, h.Dst
 		}
 	}
-	if !f.allowed(client.Addr()) {
+	if !f.allowed(s.client.Addr()) {
 		f.Stats.Denied.Add(1)
 		e.Term = [2]byte{'P', 'R'}
-		return
+		return false
 	}
 
 	be := f.Backend
 	be.Stats.Open()
-	defer be.Stats.Close()
-	sc, cerr := be.Connect(f.ctx, client)
+	s.beOpen = true
+	sc, cerr := be.Connect(f.ctx, s.client)
 	if cerr != nil {
 		e.Tw = cerr.Wait.Milliseconds()
 		e.Term = cerr.Term
@@ -181,48 +195,70 @@ func (f *Frontend) session(c *net.TCPConn) {
 		if cerr.Server != nil {
 			e.Server = cerr.Server.Name
 		}
-		e.ActConn, e.FeConn, e.BeConn = f.process.Stats.Cur.Load(), f.Stats.Cur.Load(), be.Stats.Cur.Load()
-		return
+		return false
 	}
-	defer sc.Close()
-	srv := sc.Server
-	e.Server = srv.Name
+	s.sc = sc
+	e.Server = sc.Server.Name
 	e.Tw, e.Tc = sc.Wait.Milliseconds(), sc.ConnectTime.Milliseconds()
 	e.Retries, e.Redispatched, e.BeQueue = sc.Retries, sc.Redispatched, sc.BeQueue
 
 	if sc.SendProxy > 0 {
-		hdr := proxyproto.Append(make([]byte, 0, 64), sc.SendProxy, client, dst)
+		hdr := proxyproto.Append(make([]byte, 0, 64), sc.SendProxy, s.client, s.dst)
 		if _, err := sc.Write(hdr); err != nil {
 			e.Term = [2]byte{'S', 'C'}
-			return
+			return false
 		}
 	}
 	tm := cfg.Timeouts
 	bt := be.Config.Timeouts
-	tt := tunnelTimeouts{client: tm.Client, server: bt.Server, clientFin: tm.ClientFin, serverFin: bt.ServerFin}
+	s.tn.t = tunnelTimeouts{client: tm.Client, server: bt.Server, clientFin: tm.ClientFin, serverFin: bt.ServerFin}
 	if tm.Tunnel > 0 || bt.Tunnel > 0 {
 		tun := max(tm.Tunnel, bt.Tunnel)
-		tt.client, tt.server = tun, tun
+		s.tn.t.client, s.tn.t.server = tun, tun
 	}
-	tn := &tunnel{client: c, server: sc.TCPConn, t: tt}
-	in, out, term := tn.run()
-	e.Bytes, e.Term = out, term
-	f.Stats.BytesIn.Add(in)
-	f.Stats.BytesOut.Add(out)
-	be.Stats.BytesIn.Add(in)
-	be.Stats.BytesOut.Add(out)
-	srv.Stats.BytesIn.Add(in)
-	srv.Stats.BytesOut.Add(out)
-	switch term[0] {
-	case 'C', 'c':
-		f.Stats.ClientAborts.Add(1)
-		be.Stats.ClientAborts.Add(1)
-		srv.Stats.ClientAborts.Add(1)
-	case 'S', 's':
-		be.Stats.ServerAborts.Add(1)
-		srv.Stats.ServerAborts.Add(1)
+	s.tn.client, s.tn.server = s.c, sc.TCPConn
+	return true
+}
+
+// finish counts, closes and logs the session, whichever way it ended.
+func (s *session) finish() {
+	f, be, e := s.f, s.f.Backend, &s.e
+	if s.tunneled {
+		in, out, term := s.tn.result()
+		srv := s.sc.Server
+		e.Bytes, e.Term = out, term
+		f.Stats.BytesIn.Add(in)
+		f.Stats.BytesOut.Add(out)
+		be.Stats.BytesIn.Add(in)
+		be.Stats.BytesOut.Add(out)
+		srv.Stats.BytesIn.Add(in)
+		srv.Stats.BytesOut.Add(out)
+		switch term[0] {
+		case 'C', 'c':
+			f.Stats.ClientAborts.Add(1)
+			be.Stats.ClientAborts.Add(1)
+			srv.Stats.ClientAborts.Add(1)
+		case 'S', 's':
+			be.Stats.ServerAborts.Add(1)
+			srv.Stats.ServerAborts.Add(1)
+		}
 	}
-	e.ActConn, e.FeConn, e.BeConn, e.SrvConn = f.process.Stats.Cur.Load(), f.Stats.Cur.Load(), be.Stats.Cur.Load(), srv.Load()
+	e.ActConn, e.FeConn, e.BeConn = f.process.Stats.Cur.Load(), f.Stats.Cur.Load(), be.Stats.Cur.Load()
+	if s.sc != nil {
+		e.SrvConn = s.sc.Server.Load()
+		s.sc.Close()
+	}
+	if s.beOpen {
+		be.Stats.Close()
+	}
+	s.c.Close()
+	e.Client = s.client
+	e.Tt = stats.Since(e.Accept)
+	f.logSession(e)
+	f.Stats.Close()
+	f.process.Stats.Close()
+	f.release()
+	f.wg.Done()
 }
 
 func isTimeout(err error) bool {

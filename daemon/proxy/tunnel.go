@@ -31,7 +31,8 @@ type tunnel struct {
 	t              tunnelTimeouts
 	last           atomic.Int64 // unix nanoseconds of the last bytes moved either way
 	term           atomic.Uint32
-	up, down       pump // client to server, server to client
+	running        atomic.Int32 // directions still copying
+	up, down       pump         // client to server, server to client
 }
 
 // pump is one direction.
@@ -49,19 +50,27 @@ type pump struct {
 	peek    [1]byte
 }
 
-// run copies both ways and returns bytes from the client, bytes to the
-// client and HAProxy's termination state ("--" when both sides finished).
-func (tn *tunnel) run() (in, out int64, term [2]byte) {
+// start copies both ways on two new goroutines; the last direction to
+// end calls done, after which result tells the outcome.
+func (tn *tunnel) start(done func()) {
 	tn.last.Store(time.Now().UnixNano())
 	tn.up.init(tn.client, tn.server, 'C')
 	tn.down.init(tn.server, tn.client, 'S')
-	finished := make(chan struct{})
-	go func() {
-		tn.loop(&tn.up, &tn.down)
-		close(finished)
-	}()
-	tn.loop(&tn.down, &tn.up)
-	<-finished
+	tn.running.Store(2)
+	go tn.direction(&tn.up, &tn.down, done)
+	go tn.direction(&tn.down, &tn.up, done)
+}
+
+func (tn *tunnel) direction(p, other *pump, done func()) {
+	tn.loop(p, other)
+	if tn.running.Add(-1) == 0 {
+		done()
+	}
+}
+
+// result returns bytes from the client, bytes to the client and HAProxy's
+// termination state ("--" when both sides finished).
+func (tn *tunnel) result() (in, out int64, term [2]byte) {
 	t := tn.term.Load()
 	if t == 0 {
 		return tn.up.bytes, tn.down.bytes, [2]byte{'-', '-'}
