@@ -18,7 +18,9 @@ var commands []command
 
 func init() {
 	commands = []command{
-		{"run", "run -f PATH [-f PATH ...]", "run the load balancer in the foreground", runCmd},
+		{"run", "run -f PATH [--no-master] [--control SOCK]", "run the load balancer in the foreground (master and workers)", runCmd},
+		{"reload", "reload [--control SOCK]", "reload the running master: new binary and configuration", reloadCmd},
+		{"status", "status [--control SOCK]", "show the master's generation and workers", statusCmd},
 		{"check", "check -f PATH [-f PATH ...]", "check a configuration and exit", checkCmd},
 		{"version", "version [-v]", "print the version; -v for build details", versionCmd},
 	}

@@ -8,17 +8,26 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strconv"
 	"syscall"
 
 	"sluice/daemon/engine"
+	"sluice/daemon/listen"
 	"sluice/daemon/logging"
+	"sluice/daemon/master"
 	"sluice/hcl"
 	"sluice/version"
 )
 
+// defaultControl is where the master listens for sluice reload.
+const defaultControl = "/run/sluice/control.sock"
+
 func runCmd(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("run", stderr)
 	paths := configFlags(fs)
+	noMaster := fs.Bool("no-master", false, "run a single process, without master and workers")
+	control := fs.String("control", defaultControl, "control socket of the master (for sluice reload)")
+	worker := fs.Bool("worker", false, "internal: run as a worker of a master")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -34,7 +43,19 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 			defer pprof.StopCPUProfile()
 		}
 	}
-	cfg, _, diags := hcl.Load(*paths)
+	if !*noMaster && !*worker {
+		return master.Run(master.Options{Paths: *paths, Control: *control, Args: os.Args[1:], Log: log})
+	}
+	if *worker {
+		log = log.With("worker", os.Getpid())
+	}
+	return serve(*paths, *worker, log, stderr)
+}
+
+// serve runs one generation in this process: standalone (--no-master) or
+// as a master's worker, which inherits its sockets and says when it is ready.
+func serve(paths []string, worker bool, log *slog.Logger, stderr io.Writer) int {
+	cfg, _, diags := hcl.Load(paths)
 	hcl.WriteDiagnostics(stderr, diags)
 	if cfg == nil {
 		return 1
@@ -43,22 +64,38 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR2)
 
+	inherited, err := listen.Inherited()
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		return 1
+	}
 	e, err := engine.New(context.Background(), cfg, log)
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
-	if err := e.Listen(); err != nil {
+	if err := e.Listen(inherited); err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
 	e.Start()
-	log.Info("sluice started", "version", version.Version, "pid", os.Getpid(), "maxconn", e.Process.MaxConn())
+	if worker {
+		if fd, err := strconv.Atoi(os.Getenv("SLUICE_READY_FD")); err == nil {
+			ready := os.NewFile(uintptr(fd), "ready")
+			ready.Write([]byte{1})
+			ready.Close()
+		}
+		log.Info("worker serving", "generation", os.Getenv("SLUICE_GENERATION"), "maxconn", e.Process.MaxConn())
+	} else {
+		log.Info("sluice started", "version", version.Version, "pid", os.Getpid(), "maxconn", e.Process.MaxConn())
+	}
 	for sig := range sigs {
 		switch sig {
 		case syscall.SIGHUP, syscall.SIGUSR2:
-			log.Warn("reload is not available in this version; restart sluice to apply a new configuration", "signal", sig.String())
-			continue
+			if worker {
+				continue // reloads are the master's
+			}
+			log.Warn("reload needs the master: run without --no-master, or restart to apply a new configuration", "signal", sig.String())
 		case syscall.SIGINT:
 			log.Info("fast stop", "signal", sig.String())
 			e.Stop(1)

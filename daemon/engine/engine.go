@@ -114,11 +114,16 @@ func (e *Engine) fitFiles(maxConn, fixed int) int {
 	return maxConn
 }
 
-// Listen opens every bind address. On error, what was opened is closed.
-func (e *Engine) Listen() error {
+// Listen opens every bind address, taking it from inherited when it is
+// there (sockets a master passed down). On error, what was opened is closed.
+func (e *Engine) Listen(inherited map[string]*net.TCPListener) error {
 	for _, fe := range e.Frontends {
 		for _, b := range fe.Config.Binds {
-			ln, err := listen.Listen(b.Address, listen.Options{Backlog: fe.Config.Backlog})
+			if ln, ok := inherited[b.Address]; ok {
+				e.listeners = append(e.listeners, boundListener{fe, ln})
+				continue
+			}
+			ln, err := listen.Listen(b.Address, BindOptions(fe.Config))
 			if err != nil {
 				e.closeListeners()
 				return fmt.Errorf("frontend %s: cannot bind %s: %w", fe.Name, b.Address, err)
@@ -127,6 +132,11 @@ func (e *Engine) Listen() error {
 		}
 	}
 	return nil
+}
+
+// BindOptions are the socket options of a frontend's listeners.
+func BindOptions(fe *hcl.Frontend) listen.Options {
+	return listen.Options{Backlog: fe.Backlog}
 }
 
 func (e *Engine) closeListeners() {

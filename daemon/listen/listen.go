@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -25,13 +26,23 @@ type Options struct {
 // Listen opens address (host:port; an empty host or "*" means every IPv4
 // and IPv6 address).
 func Listen(address string, o Options) (*net.TCPListener, error) {
-	host, p, err := net.SplitHostPort(address)
+	fd, err := Socket(address, o)
 	if err != nil {
 		return nil, err
 	}
+	return FromFD(uintptr(fd), address)
+}
+
+// Socket opens address like Listen and returns the bare descriptor
+// (non-blocking, close-on-exec), for a master that hands it to workers.
+func Socket(address string, o Options) (int, error) {
+	host, p, err := net.SplitHostPort(address)
+	if err != nil {
+		return -1, err
+	}
 	port, err := strconv.Atoi(p)
 	if err != nil {
-		return nil, fmt.Errorf("bad port in %q", address)
+		return -1, fmt.Errorf("bad port in %q", address)
 	}
 	var sa unix.Sockaddr
 	family, v6only := unix.AF_INET6, true
@@ -41,7 +52,7 @@ func Listen(address string, o Options) (*net.TCPListener, error) {
 	default:
 		a, err := netip.ParseAddr(host)
 		if err != nil {
-			return nil, fmt.Errorf("bind address %q is not an IP address", host)
+			return -1, fmt.Errorf("bind address %q is not an IP address", host)
 		}
 		if a.Is4() || a.Is4In6() {
 			family = unix.AF_INET
@@ -57,11 +68,11 @@ func Listen(address string, o Options) (*net.TCPListener, error) {
 		fd, err = unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
 	}
 	if err != nil {
-		return nil, os.NewSyscallError("socket", err)
+		return -1, os.NewSyscallError("socket", err)
 	}
-	fail := func(call string, err error) (*net.TCPListener, error) {
+	fail := func(call string, err error) (int, error) {
 		unix.Close(fd)
-		return nil, fmt.Errorf("%s %s: %w", call, address, err)
+		return -1, fmt.Errorf("%s %s: %w", call, address, err)
 	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
 		return fail("setsockopt SO_REUSEADDR", err)
@@ -90,7 +101,25 @@ func Listen(address string, o Options) (*net.TCPListener, error) {
 	if err := unix.Listen(fd, backlog); err != nil {
 		return fail("listen", err)
 	}
-	return FromFD(uintptr(fd), address)
+	return fd, nil
+}
+
+// DupFD duplicates the descriptor under a connection or listener, with
+// close-on-exec set. Unlike (*os.File).Fd it leaves the socket in
+// non-blocking mode, which matters because the mode is shared by every
+// process holding the socket.
+func DupFD(c syscall.Conn) (int, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	nfd := -1
+	var derr error
+	err = rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) })
+	if err == nil {
+		err = derr
+	}
+	return nfd, err
 }
 
 // FromFD wraps a listening socket descriptor; it takes ownership of fd.

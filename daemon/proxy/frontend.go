@@ -69,8 +69,13 @@ func (f *Frontend) Serve(ln *net.TCPListener) error {
 		if !f.acquire() {
 			return nil
 		}
+		// Count the session before accepting it, so that Wait cannot see
+		// zero between accept and the session's start and let the process
+		// exit with a connection just accepted.
+		f.wg.Add(1)
 		c, err := ln.AcceptTCP()
 		if err != nil {
+			f.wg.Done()
 			f.release()
 			if f.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
@@ -86,7 +91,6 @@ func (f *Frontend) Serve(ln *net.TCPListener) error {
 			continue
 		}
 		delay = 0
-		f.wg.Add(1)
 		go f.session(c)
 	}
 }
@@ -187,7 +191,9 @@ func (s *session) setup() bool {
 	be := f.Backend
 	be.Stats.Open()
 	s.beOpen = true
-	sc, cerr := be.Connect(f.ctx, s.client)
+	// Not f.ctx: stopping to accept (a reload) must not abort sessions
+	// already accepted, even those still waiting for a server.
+	sc, cerr := be.Connect(context.Background(), s.client)
 	if cerr != nil {
 		e.Tw = cerr.Wait.Milliseconds()
 		e.Term = cerr.Term

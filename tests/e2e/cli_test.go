@@ -156,7 +156,7 @@ listen "l" {
   server "s" { address = "127.0.0.1:1" }
 }
 `, freePort(t))), 0o644)
-	cmd := exec.Command(prlimit, "--nofile=256:1024", sluiceBin, "run", "-f", path)
+	cmd := exec.Command(prlimit, "--nofile=256:1024", sluiceBin, "run", "--no-master", "-f", path)
 	out := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {

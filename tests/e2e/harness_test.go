@@ -63,10 +63,11 @@ func (b *syncBuffer) String() string {
 
 // daemon is a running sluice.
 type daemon struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	out    *syncBuffer
-	exited chan struct{}
+	t       *testing.T
+	control string // the master's control socket
+	cmd     *exec.Cmd
+	out     *syncBuffer
+	exited  chan struct{}
 }
 
 // startSluice writes config to a file and runs sluice on it until the
@@ -77,8 +78,8 @@ func startSluice(t *testing.T, config string, args ...string) *daemon {
 	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{t: t, out: &syncBuffer{}, exited: make(chan struct{})}
-	d.cmd = exec.Command(sluiceBin, append([]string{"run", "-f", path}, args...)...)
+	d := &daemon{t: t, out: &syncBuffer{}, exited: make(chan struct{}), control: controlPath(t)}
+	d.cmd = exec.Command(sluiceBin, append([]string{"run", "-f", path, "--control", d.control}, args...)...)
 	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -140,6 +141,16 @@ func (d *daemon) logLines(re string) []string {
 		}
 	}
 	return out
+}
+
+// controlPath returns a control socket path short enough for sun_path.
+func controlPath(t *testing.T) string {
+	dir, err := os.MkdirTemp("", "sl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return filepath.Join(dir, "control.sock")
 }
 
 // freePort returns a loopback port nobody listens on now.

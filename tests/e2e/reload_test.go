@@ -1,0 +1,311 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// reloadable is a sluice whose configuration file the test rewrites.
+type reloadable struct {
+	*daemon
+	path string
+}
+
+func startReloadable(t *testing.T, config string, bin string) *reloadable {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "sluice.hcl")
+	os.WriteFile(path, []byte(config), 0o644)
+	d := &daemon{t: t, out: &syncBuffer{}, exited: make(chan struct{}), control: controlPath(t)}
+	d.cmd = exec.Command(bin, "run", "-f", path, "--control", d.control)
+	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.cmd.Wait(); close(d.exited) }()
+	t.Cleanup(func() {
+		d.stop()
+		if t.Failed() {
+			out := d.out.String()
+			if len(out) > 20000 {
+				out = "...\n" + out[len(out)-20000:]
+			}
+			t.Logf("sluice output (end):\n%s", out)
+		}
+	})
+	d.waitLog(`INFO sluice started`, 5*time.Second)
+	return &reloadable{d, path}
+}
+
+// reload rewrites the configuration and runs sluice reload.
+func (r *reloadable) reload(config string) (stdout, stderr string, code int) {
+	r.t.Helper()
+	if config != "" {
+		os.WriteFile(r.path, []byte(config), 0o644)
+	}
+	return sluice(r.t, "reload", "--control", r.control)
+}
+
+func TestReloadSwitchesConfiguration(t *testing.T) {
+	t.Parallel()
+	a, b := newBackend(t, "a"), newBackend(t, "b")
+	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	r := startReloadable(t, config(fe, servers(a)), sluiceBin)
+	masterPID := r.cmd.Process.Pid
+	held, g := dial(t, fe) // a session of generation 1, kept across the reload
+	if g != "a" {
+		t.Fatalf("before reload: %q", g)
+	}
+	out, errOut, code := r.reload(config(fe, servers(b)))
+	if code != 0 || !regexp.MustCompile(`^OK generation 2, worker pid \d+`).MatchString(out) {
+		t.Fatalf("reload: code %d\n%s%s", code, out, errOut)
+	}
+	for range 5 {
+		if g := greet(t, fe); g != "b" {
+			t.Fatalf("after reload got %q, want b", g)
+		}
+	}
+	// The old generation's session still works until it ends.
+	fmt.Fprintf(held, "still here\n")
+	if line, err := held.r.ReadString('\n'); err != nil || line != "still here\n" {
+		t.Errorf("session from before the reload: %q, %v", line, err)
+	}
+	held.Close()
+	r.waitLog(`worker exited component=master generation=1 `, 5*time.Second)
+	if r.cmd.Process.Pid != masterPID {
+		t.Error("master PID changed")
+	}
+	status, _, _ := sluice(t, "status", "--control", r.control)
+	if !strings.Contains(status, fmt.Sprintf("master pid %d", masterPID)) || !strings.Contains(status, "generation 2") {
+		t.Errorf("status:\n%s", status)
+	}
+}
+
+func TestReloadWithBrokenConfigurationKeepsServing(t *testing.T) {
+	t.Parallel()
+	a := newBackend(t, "a")
+	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	r := startReloadable(t, config(fe, servers(a)), sluiceBin)
+	t0 := time.Now()
+	_, errOut, code := r.reload("frontend \"fe\" {\n  bind = [\"" + fe + "\"]\n  default_backend = \"missing\"\n}\n")
+	t.Logf("reload took %v", time.Since(t0))
+	if code != 1 || !strings.Contains(errOut, r.path+":3:21: error: Unknown backend") {
+		t.Errorf("reload of a broken configuration: code %d, stderr:\n%s", code, errOut)
+	}
+	for range 5 {
+		if g := greet(t, fe); g != "a" {
+			t.Fatalf("after a failed reload got %q, want a", g)
+		}
+	}
+	r.waitLog(`reload failed: the running generation keeps serving`, time.Second)
+	r.stop()
+	t.Log(r.out.String())
+}
+
+func TestReloadRunsTheNewBinary(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "sluice")
+	build := func(v string) {
+		cmd := exec.Command("go", "build", "-trimpath", "-tags", "netgo,osusergo", "-ldflags", "-X sluice/version.Version="+v, "-o", bin+".new", "sluice/cmd/sluice")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		os.Rename(bin+".new", bin) // as a package manager replaces a file
+	}
+	build("1.0.0-test")
+	a := newBackend(t, "a")
+	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	r := startReloadable(t, config(fe, servers(a)), bin)
+	build("2.0.0-test")
+	stop := make(chan struct{})
+	failures := load(t, fe, 4, stop)
+	time.Sleep(200 * time.Millisecond)
+	out, errOut, code := r.reload("")
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	if code != 0 || !strings.Contains(out, "version 2.0.0-test") {
+		t.Fatalf("reload after replacing the binary: code %d\n%s%s", code, out, errOut)
+	}
+	status, _, _ := sluice(t, "status", "--control", r.control)
+	if !strings.Contains(status, "version 2.0.0-test") {
+		t.Errorf("status after upgrade:\n%s", status)
+	}
+	if n := failures(); n != 0 {
+		t.Errorf("%d failed requests during the upgrade", n)
+	}
+}
+
+// load runs workers that each open one connection per request (connect,
+// read the greeting, close) until stop; it returns a function counting
+// failures, which waits for the workers to end.
+func load(t *testing.T, addr string, workers int, stop chan struct{}) func() int64 {
+	var failed, done atomic.Int64
+	var wg sync.WaitGroup
+	var once sync.Once
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				c, g, err := tryDial(addr, 5*time.Second)
+				if err != nil {
+					failed.Add(1)
+					once.Do(func() { t.Logf("first failure: %v", err) })
+					continue
+				}
+				if g == "" {
+					failed.Add(1)
+				}
+				c.Close()
+				done.Add(1)
+			}
+		}()
+	}
+	return func() int64 {
+		wg.Wait()
+		t.Logf("%d requests, %d failed", done.Load(), failed.Load())
+		return failed.Load()
+	}
+}
+
+// TestReloadTorture reloads every 100 ms under load, changing the
+// configuration each time (weights, a server and a bind address added and
+// removed), and demands that nothing fails.
+func TestReloadTorture(t *testing.T) {
+	t.Parallel()
+	length := 30 * time.Second
+	if testing.Short() {
+		length = 5 * time.Second
+	}
+	a, b, c := newBackend(t, "a"), newBackend(t, "b"), newBackend(t, "c")
+	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	extra := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	gen := func(i int) string {
+		binds := fmt.Sprintf("%q", fe)
+		if i%2 == 1 {
+			binds += fmt.Sprintf(", %q", extra)
+		}
+		srv := fmt.Sprintf("  server \"a\" {\n    address = %q\n    weight = %d\n  }\n  server \"b\" { address = %q }\n", a.addr, 1+i%5, b.addr)
+		if i%3 == 0 {
+			srv += fmt.Sprintf("  server \"c\" { address = %q }\n", c.addr)
+		}
+		return fmt.Sprintf(`
+global { hard_stop_after = "60s" }
+defaults {
+  log = "global"
+  timeout {
+    client = "60s"
+    server = "60s"
+  }
+}
+frontend "fe" {
+  bind            = [%s]
+  default_backend = "be"
+}
+backend "be" {
+%s}
+`, binds, srv)
+	}
+	r := startReloadable(t, gen(0), sluiceBin)
+	masterPID := r.cmd.Process.Pid
+	fdsBefore := openFiles(t, masterPID)
+
+	// Long streams opened before the first reload must stay intact.
+	var streams []*client
+	for range 3 {
+		cl, _ := dial(t, fe)
+		streams = append(streams, cl)
+	}
+	stop := make(chan struct{})
+	failures := load(t, fe, 6, stop)
+	deadline := time.Now().Add(length)
+	reloads := 0
+	for i := 1; time.Now().Before(deadline); i++ {
+		os.WriteFile(r.path, []byte(gen(i)), 0o644)
+		if err := r.cmd.Process.Signal(os.Signal(sigusr2)); err != nil {
+			t.Fatal(err)
+		}
+		reloads++
+		time.Sleep(100 * time.Millisecond)
+		for j, s := range streams {
+			msg := fmt.Sprintf("stream %d round %d\n", j, i)
+			s.SetDeadline(time.Now().Add(5 * time.Second))
+			fmt.Fprint(s, msg)
+			if line, err := s.r.ReadString('\n'); err != nil || line != msg {
+				t.Fatalf("long stream %d broke at reload %d: %q, %v", j, i, line, err)
+			}
+		}
+	}
+	close(stop)
+	if n := failures(); n != 0 {
+		t.Errorf("%d failed requests over %d reloads; sessions not ended normally:\n%s", n, reloads,
+			strings.Join(r.logLines(`\] fe be/\S+ \S+ (\d+ [^-][^-]|0 --) | WARN | ERROR `), "\n"))
+	}
+	if pid := r.cmd.Process.Pid; pid != masterPID {
+		t.Errorf("master PID changed")
+	}
+	time.Sleep(500 * time.Millisecond)
+	if fdsAfter := openFiles(t, masterPID); fdsAfter > fdsBefore+4 {
+		t.Errorf("master's open files grew from %d to %d over %d reloads", fdsBefore, fdsAfter, reloads)
+	}
+	for _, s := range streams {
+		s.Close()
+	}
+	// Every old worker ends once its sessions have.
+	eventually(t, 10*time.Second, "only the current worker left", func() bool {
+		return countChildren(masterPID) == 1
+	})
+	t.Logf("%d reloads in %v", reloads, length)
+}
+
+func openFiles(t *testing.T, pid int) int {
+	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(entries)
+}
+
+// countChildren counts the processes whose parent is pid.
+func countChildren(pid int) int {
+	entries, _ := os.ReadDir("/proc")
+	n := 0
+	for _, e := range entries {
+		f, err := os.Open(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		line, _ := bufio.NewReader(f).ReadString('\n')
+		f.Close()
+		// pid (comm) state ppid ...
+		if i := strings.LastIndexByte(line, ')'); i > 0 {
+			var state string
+			var ppid int
+			fmt.Sscan(line[i+1:], &state, &ppid)
+			if ppid == pid && state != "Z" {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+var _ = io.Discard
+var _ net.Conn
