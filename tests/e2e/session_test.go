@@ -252,7 +252,7 @@ func TestSplicePath(t *testing.T) {
 	cfgPath := dir + "/sluice.hcl"
 	os.WriteFile(cfgPath, []byte(config(fe, servers(b))), 0o644)
 	out := dir + "/strace.txt"
-	cmd := exec.Command(strace, "-f", "-qq", "-e", "trace=splice,read,write,recvfrom", "-o", out, sluiceBin, "run", "--control", controlPath(t), "-f", cfgPath)
+	cmd := exec.Command(strace, "-f", "-qq", "-e", "trace=splice,read,write,recvfrom", "-o", out, sluiceBin, "run", "--no-master", "-f", cfgPath)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
