@@ -22,12 +22,13 @@ type reloadable struct {
 	path string
 }
 
-func startReloadable(t *testing.T, config string, bin string) *reloadable {
+func startReloadable(t *testing.T, config string, bin string, env ...string) *reloadable {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "sluice.hcl")
 	os.WriteFile(path, []byte(config), 0o644)
 	d := &daemon{t: t, out: &syncBuffer{}, exited: make(chan struct{}), control: controlPath(t)}
 	d.cmd = exec.Command(bin, "run", "-f", path, "--control", d.control)
+	d.cmd.Env = append(os.Environ(), env...)
 	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)

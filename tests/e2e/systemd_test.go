@@ -1,0 +1,123 @@
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func needTool(t *testing.T, name, pkg string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is not installed (Debian package %s; tests/deps.sh installs it)", name, pkg)
+		}
+		t.Skipf("%s is not installed (Debian package %s)", name, pkg)
+	}
+	return p
+}
+
+// unitWithBinary copies systemd/sluice.service with its commands pointing
+// at the binary under test, since verify checks that they exist.
+func unitWithBinary(t *testing.T) string {
+	text, err := os.ReadFile("../../systemd/sluice.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "sluice.service")
+	os.WriteFile(path, []byte(strings.ReplaceAll(string(text), "/usr/sbin/sluice", sluiceBin)), 0o644)
+	return path
+}
+
+func TestUnitVerifies(t *testing.T) {
+	t.Parallel()
+	sa := needTool(t, "systemd-analyze", "systemd")
+	out, err := exec.Command(sa, "verify", unitWithBinary(t)).CombinedOutput()
+	if err != nil || len(out) != 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
+
+func TestUnitSandboxScore(t *testing.T) {
+	t.Parallel()
+	sa := needTool(t, "systemd-analyze", "systemd")
+	out, _ := exec.Command(sa, "security", "--offline=true", unitWithBinary(t)).CombinedOutput()
+	m := regexp.MustCompile(`Overall exposure level for \S+: (\d+\.\d+)`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("no score in:\n%s", out)
+	}
+	score, _ := strconv.ParseFloat(string(m[1]), 64)
+	if score > 2.0 {
+		t.Errorf("exposure %.1f, want 2.0 or lower:\n%s", score, out)
+	}
+	t.Logf("systemd-analyze security: %.1f", score)
+}
+
+// TestNotifySequence captures sd_notify messages on a socket of the
+// test's own: READY, then RELOADING with MONOTONIC_USEC and READY with a
+// STATUS on reload, then STOPPING.
+func TestNotifySequence(t *testing.T) {
+	t.Parallel()
+	sock := filepath.Join(filepath.Dir(controlPath(t)), "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	msgs := make(chan string, 32)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, _, err := conn.ReadFromUnix(buf)
+			if err != nil {
+				return
+			}
+			msgs <- string(buf[:n])
+		}
+	}()
+	next := func(what string) string {
+		t.Helper()
+		select {
+		case m := <-msgs:
+			return m
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no notification (waiting for %s)", what)
+			return ""
+		}
+	}
+	a := newBackend(t, "a")
+	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	r := startReloadable(t, config(fe, servers(a)), sluiceBin, "NOTIFY_SOCKET="+sock)
+	if m := next("READY"); !strings.HasPrefix(m, "READY=1") || !strings.Contains(m, "STATUS=ready: generation 1") {
+		t.Errorf("first notification %q, want READY=1 with STATUS", m)
+	}
+	var before unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &before)
+	r.cmd.Process.Signal(os.Signal(sigusr2))
+	m := next("RELOADING")
+	mm := regexp.MustCompile(`^RELOADING=1\nMONOTONIC_USEC=(\d+)$`).FindStringSubmatch(m)
+	if mm == nil {
+		t.Fatalf("reload notification %q, want RELOADING=1 and MONOTONIC_USEC", m)
+	}
+	usec, _ := strconv.ParseInt(mm[1], 10, 64)
+	if usec < before.Nano()/1000 || usec > before.Nano()/1000+5e6 {
+		t.Errorf("MONOTONIC_USEC %d is not just after the signal (%d)", usec, before.Nano()/1000)
+	}
+	if m := next("READY after reload"); !regexp.MustCompile(`^READY=1\nSTATUS=reloaded: generation 2, worker pids \d+`).MatchString(m) {
+		t.Errorf("after reload: %q", m)
+	}
+	r.cmd.Process.Signal(os.Interrupt)
+	if m := next("STOPPING"); m != "STOPPING=1" {
+		t.Errorf("on stop: %q, want STOPPING=1", m)
+	}
+}
