@@ -112,6 +112,9 @@ type Frontend struct {
 	Backlog int
 	// AcceptProxy expects a PROXY protocol header (v1 or v2) on every connection.
 	AcceptProxy bool
+	// ReusePort sets SO_REUSEPORT on the binds, for users who run several
+	// independent instances on one address.
+	ReusePort bool
 	// DefaultBackend names the backend connections go to.
 	DefaultBackend string
 	TCPRequest     []TCPRule

@@ -46,6 +46,7 @@ type proxyBlock struct {
 	// Frontend side.
 	Bind           hcl.Expression  `hcl:"bind,optional"`
 	AcceptProxy    hcl.Expression  `hcl:"accept_proxy,optional"`
+	ReusePort      hcl.Expression  `hcl:"reuseport,optional"`
 	DefaultBackend hcl.Expression  `hcl:"default_backend,optional"`
 	TCPRequest     []*tcpRuleBlock `hcl:"tcp_request,block"`
 
@@ -234,7 +235,7 @@ func (d *decoder) notAllowed(kind string, attrs map[string]hcl.Expression) {
 
 func (d *decoder) onlyDefaults(p *proxyBlock) {
 	d.notAllowed("defaults", map[string]hcl.Expression{
-		"bind": p.Bind, "accept_proxy": p.AcceptProxy, "default_backend": p.DefaultBackend,
+		"bind": p.Bind, "accept_proxy": p.AcceptProxy, "default_backend": p.DefaultBackend, "reuseport": p.ReusePort,
 	})
 	for _, r := range p.TCPRequest {
 		d.errorf(r.ActionRange, "Unsupported block type", "tcp_request rules belong in a frontend or listen section.")
@@ -262,7 +263,7 @@ func (d *decoder) onlyBackend(s section) {
 	p := s.body
 	d.notAllowed("backend", map[string]hcl.Expression{
 		"bind": p.Bind, "accept_proxy": p.AcceptProxy, "default_backend": p.DefaultBackend,
-		"maxconn": p.MaxConn, "backlog": p.Backlog,
+		"maxconn": p.MaxConn, "backlog": p.Backlog, "reuseport": p.ReusePort,
 	})
 	for _, r := range p.TCPRequest {
 		d.errorf(r.ActionRange, "Unsupported block type", "tcp_request rules belong in a frontend or listen section.")
@@ -386,6 +387,7 @@ func (d *decoder) frontend(s section, def *proxyBlock) *Frontend {
 		MaxConn:     d.integer(pick(p.MaxConn, def.MaxConn), "maxconn", 0, 1, 10_000_000),
 		Backlog:     d.integer(pick(p.Backlog, def.Backlog), "backlog", 0, 1, 1<<20),
 		AcceptProxy: d.boolean(p.AcceptProxy, "accept_proxy", false),
+		ReusePort:   d.boolean(p.ReusePort, "reuseport", false),
 		Timeouts:    d.timeouts(p, def),
 		Log:         d.log(p, def),
 		Range:       s.block.DefRange,

@@ -69,6 +69,18 @@ func serve(paths []string, worker bool, log *slog.Logger, stderr io.Writer) int 
 		log.Error("cannot start", "err", err)
 		return 1
 	}
+	if activated := listen.Activation(); len(activated) > 0 {
+		for _, fe := range cfg.Frontends {
+			for _, b := range fe.Binds {
+				if fd, ok := listen.Match(b.Address, activated); ok {
+					if ln, err := listen.FromFD(uintptr(fd), b.Address); err == nil {
+						inherited[b.Address] = ln
+						log.Info("using the socket systemd passed", "addr", b.Address)
+					}
+				}
+			}
+		}
+	}
 	e, err := engine.New(context.Background(), cfg, log)
 	if err != nil {
 		log.Error("cannot start", "err", err)

@@ -136,7 +136,7 @@ func (e *Engine) Listen(inherited map[string]*net.TCPListener) error {
 
 // BindOptions are the socket options of a frontend's listeners.
 func BindOptions(fe *hcl.Frontend) listen.Options {
-	return listen.Options{Backlog: fe.Backlog}
+	return listen.Options{Backlog: fe.Backlog, ReusePort: fe.ReusePort}
 }
 
 func (e *Engine) closeListeners() {

@@ -88,6 +88,7 @@ type Master struct {
 	reloads   int
 	stopping  bool
 	cfg       *hcl.Config
+	activated []listen.Activated // sockets systemd passed, used instead of binding
 	requests  chan controlRequest
 	exited    chan *worker
 }
@@ -158,6 +159,7 @@ func (m *Master) start() int {
 		return 1
 	}
 	m.cfg = cfg
+	m.activated = listen.Activation()
 	if err := m.bind(cfg); err != nil {
 		m.log.Error("cannot start", "err", err)
 		return 1
@@ -195,6 +197,11 @@ func (m *Master) bind(cfg *hcl.Config) error {
 	for _, fe := range cfg.Frontends {
 		for _, b := range fe.Binds {
 			if _, ok := m.listeners[b.Address]; ok {
+				continue
+			}
+			if fd, ok := listen.Match(b.Address, m.activated); ok {
+				m.log.Info("using the socket systemd passed", "addr", b.Address)
+				m.listeners[b.Address] = fd
 				continue
 			}
 			fd, err := listen.Socket(b.Address, engine.BindOptions(fe))

@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -12,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -308,5 +308,61 @@ func countChildren(pid int) int {
 	return n
 }
 
-var _ = io.Discard
-var _ net.Conn
+func TestCrashedWorkerIsReplaced(t *testing.T) {
+	t.Parallel()
+	a := newBackend(t, "a")
+	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	r := startReloadable(t, config(fe, servers(a)), sluiceBin)
+	masterPID := r.cmd.Process.Pid
+	var workerPID int
+	fmt.Sscanf(regexp.MustCompile(`worker ready component=master generation=1 pid=(\d+)`).FindStringSubmatch(r.out.String())[1], "%d", &workerPID)
+	syscall.Kill(workerPID, syscall.SIGKILL)
+	r.waitLog(`worker died; starting a new one on the same sockets`, 5*time.Second)
+	r.waitLog(`worker ready component=master generation=1 pid=\d+\n(.|\n)*worker ready component=master generation=1 pid=\d+`, 5*time.Second)
+	for range 5 {
+		if g := greet(t, fe); g != "a" {
+			t.Fatalf("after the crash got %q", g)
+		}
+	}
+	if r.cmd.Process.Pid != masterPID || countChildren(masterPID) != 1 {
+		t.Errorf("master pid %d (was %d), %d workers", r.cmd.Process.Pid, masterPID, countChildren(masterPID))
+	}
+}
+
+// TestTortureSeesNaiveReload runs the torture test's load against a
+// deliberately naive reload, stopping the process and starting a new one
+// that binds afresh: the harness must see the connections that refuses.
+func TestTortureSeesNaiveReload(t *testing.T) {
+	t.Parallel()
+	a := newBackend(t, "a")
+	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	path := filepath.Join(t.TempDir(), "sluice.hcl")
+	os.WriteFile(path, []byte(config(fe, servers(a))), 0o644)
+	start := func() *exec.Cmd {
+		cmd := exec.Command(sluiceBin, "run", "--no-master", "-f", path)
+		cmd.Start()
+		eventually(t, 5*time.Second, "sluice to listen", func() bool {
+			c, err := net.Dial("tcp", fe)
+			if err == nil {
+				c.Close()
+			}
+			return err == nil
+		})
+		return cmd
+	}
+	cmd := start()
+	stop := make(chan struct{})
+	failures := load(t, fe, 4, stop)
+	for range 20 {
+		time.Sleep(100 * time.Millisecond)
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		cmd = start()
+	}
+	close(stop)
+	cmd.Process.Signal(syscall.SIGINT)
+	cmd.Wait()
+	if n := failures(); n == 0 {
+		t.Error("the harness saw no failure across 20 naive reloads: it cannot tell a seamless reload from a broken one")
+	}
+}

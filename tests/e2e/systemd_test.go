@@ -121,3 +121,72 @@ func TestNotifySequence(t *testing.T) {
 		t.Errorf("on stop: %q, want STOPPING=1", m)
 	}
 }
+
+// TestSocketActivation passes a listening socket the way systemd does
+// (descriptor 3, LISTEN_FDS, LISTEN_PID of the service, LISTEN_FDNAMES):
+// sluice serves on it instead of binding.
+func TestSocketActivation(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"master", "no-master"} {
+		t.Run(mode, func(t *testing.T) {
+			a := newBackend(t, "a")
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			fe := ln.Addr().String()
+			f, _ := ln.(*net.TCPListener).File()
+			ln.Close() // only the copy passed to sluice listens now
+			path := filepath.Join(t.TempDir(), "s.hcl")
+			os.WriteFile(path, []byte(config(fe, servers(a))), 0o644)
+			args := "--control " + controlPath(t)
+			if mode == "no-master" {
+				args = "--no-master"
+			}
+			cmd := exec.Command("sh", "-c", `LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=`+fe+` exec "$0" run -f "$1" `+args, sluiceBin, path)
+			cmd.ExtraFiles = []*os.File{f}
+			out := &syncBuffer{}
+			cmd.Stdout, cmd.Stderr = out, out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+			defer func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() }()
+			eventually(t, 5*time.Second, "sluice to start", func() bool { return strings.Contains(out.String(), "sluice started") })
+			if !regexp.MustCompile(`using the socket systemd passed (component=master )?addr=` + regexp.QuoteMeta(fe)).MatchString(out.String()) {
+				t.Errorf("the passed socket was not used:\n%s", out.String())
+			}
+			if g := greet(t, fe); g != "a" {
+				t.Errorf("through the activated socket: %q", g)
+			}
+		})
+	}
+}
+
+func TestReusePort(t *testing.T) {
+	t.Parallel()
+	a := newBackend(t, "a")
+	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	run := func(reuse bool) (*exec.Cmd, *syncBuffer) {
+		path := filepath.Join(t.TempDir(), "s.hcl")
+		os.WriteFile(path, []byte(config(fe, servers(a), fmt.Sprintf("reuseport = %v", reuse))), 0o644)
+		cmd := exec.Command(sluiceBin, "run", "--no-master", "-f", path)
+		out := &syncBuffer{}
+		cmd.Stdout, cmd.Stderr = out, out
+		cmd.Start()
+		t.Cleanup(func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() })
+		return cmd, out
+	}
+	_, out1 := run(true)
+	eventually(t, 5*time.Second, "first instance", func() bool { return strings.Contains(out1.String(), "sluice started") })
+	_, out2 := run(true)
+	eventually(t, 5*time.Second, "second instance on the same address", func() bool { return strings.Contains(out2.String(), "sluice started") })
+	cmd3, out3 := run(false)
+	err := cmd3.Wait()
+	if err == nil || !strings.Contains(out3.String(), "address already in use") {
+		t.Errorf("without reuseport a third instance started: %v\n%s", err, out3.String())
+	}
+	if g := greet(t, fe); g != "a" {
+		t.Errorf("got %q", g)
+	}
+}
