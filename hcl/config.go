@@ -47,6 +47,21 @@ type Global struct {
 	// Logs are the destinations of proxies that say log = "global".
 	// When the configuration names none, it is one stderr target.
 	Logs []LogTarget
+	// AdminSockets are the runtime API's unix sockets.
+	AdminSockets []AdminSocket
+}
+
+// AdminSocket is one unix socket of the runtime API.
+type AdminSocket struct {
+	Path string
+	// Mode is the socket file's permissions; default 0600.
+	Mode uint32
+	// Level is "user" (read), "operator" (read, states, weights) or
+	// "admin" (everything); default "admin".
+	Level string
+	// ExposeListeners lets a successor fetch the listening sockets over
+	// this socket (sluice run --takeover), as HAProxy's "expose-fd listeners".
+	ExposeListeners bool
 }
 
 // LogTarget is one place log lines are sent to.

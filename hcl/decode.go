@@ -2,6 +2,8 @@ package hcl
 
 import (
 	"regexp"
+	"strconv"
+	"strings"
 	"time"
 
 	hcl "github.com/hashicorp/hcl/v2"
@@ -17,6 +19,15 @@ type globalBlock struct {
 	CPUs          hcl.Expression `hcl:"cpus,optional"`
 	HardStopAfter hcl.Expression `hcl:"hard_stop_after,optional"`
 	Logs          []*logBlock    `hcl:"log,block"`
+	AdminSockets  []*adminBlock  `hcl:"admin_socket,block"`
+}
+
+type adminBlock struct {
+	Path            string         `hcl:"path,label"`
+	PathRange       hcl.Range      `hcl:"path,label_range"`
+	Mode            hcl.Expression `hcl:"mode,optional"`
+	Level           hcl.Expression `hcl:"level,optional"`
+	ExposeListeners hcl.Expression `hcl:"expose_listeners,optional"`
 }
 
 type logBlock struct {
@@ -282,6 +293,29 @@ func (d *decoder) global(g *globalBlock) Global {
 			d.errorf(g.CPUs.Range(), "Invalid CPU set", "%s.", err)
 		}
 		out.CPUs = cpus
+	}
+	seenAdmin := map[string]bool{}
+	for _, a := range g.AdminSockets {
+		as := AdminSocket{Path: a.Path, Level: d.str(a.Level, "level", "admin"), ExposeListeners: d.boolean(a.ExposeListeners, "expose_listeners", false)}
+		if !strings.HasPrefix(a.Path, "/") {
+			d.errorf(a.PathRange, "Invalid admin socket path", "%q must be an absolute path.", a.Path)
+		}
+		if seenAdmin[a.Path] {
+			d.errorf(a.PathRange, "Duplicate admin socket", "%q is given twice.", a.Path)
+		}
+		seenAdmin[a.Path] = true
+		switch as.Level {
+		case "user", "operator", "admin":
+		default:
+			d.errorf(a.Level.Range(), "Invalid level", "level must be \"user\", \"operator\" or \"admin\", not %q.", as.Level)
+		}
+		mode := d.str(a.Mode, "mode", "0600")
+		m, err := strconv.ParseUint(mode, 8, 32)
+		if err != nil || m > 0o777 {
+			d.errorf(a.Mode.Range(), "Invalid mode", "mode must be octal permissions such as \"0660\", not %q.", mode)
+		}
+		as.Mode = uint32(m)
+		out.AdminSockets = append(out.AdminSockets, as)
 	}
 	for _, l := range g.Logs {
 		t := LogTarget{Tag: d.str(l.Tag, "tag", "sluice"), Range: l.Range}

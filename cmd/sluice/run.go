@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"syscall"
 
+	"sluice/daemon/api"
 	"sluice/daemon/engine"
 	"sluice/daemon/listen"
 	"sluice/daemon/logging"
@@ -28,6 +29,7 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 	noMaster := fs.Bool("no-master", false, "run a single process, without master and workers")
 	control := fs.String("control", defaultControl, "control socket of the master (for sluice reload)")
 	worker := fs.Bool("worker", false, "internal: run as a worker of a master")
+	takeover := fs.String("takeover", "", "with --no-master: take the listening sockets of the sluice behind this admin socket, then make it drain")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -49,12 +51,16 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 	if *worker {
 		log = log.With("worker", os.Getpid())
 	}
-	return serve(*paths, *worker, log, stderr)
+	if *takeover != "" && !*noMaster {
+		fmt.Fprintln(stderr, "sluice run: --takeover needs --no-master")
+		return 2
+	}
+	return serve(*paths, *worker, *takeover, log, stderr)
 }
 
 // serve runs one generation in this process: standalone (--no-master) or
 // as a master's worker, which inherits its sockets and says when it is ready.
-func serve(paths []string, worker bool, log *slog.Logger, stderr io.Writer) int {
+func serve(paths []string, worker bool, takeover string, log *slog.Logger, stderr io.Writer) int {
 	cfg, _, diags := hcl.Load(paths)
 	hcl.WriteDiagnostics(stderr, diags)
 	if cfg == nil {
@@ -68,6 +74,17 @@ func serve(paths []string, worker bool, log *slog.Logger, stderr io.Writer) int 
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
+	}
+	if takeover != "" {
+		taken, err := api.FetchListeners(takeover)
+		if err != nil {
+			log.Error("cannot take the listeners over", "socket", takeover, "err", err)
+			return 1
+		}
+		for addr, ln := range taken {
+			inherited[addr] = ln
+		}
+		log.Info("took the listening sockets over", "socket", takeover, "count", len(taken))
 	}
 	if activated := listen.Activation(); len(activated) > 0 {
 		for _, fe := range cfg.Frontends {
@@ -91,6 +108,23 @@ func serve(paths []string, worker bool, log *slog.Logger, stderr io.Writer) int 
 		return 1
 	}
 	e.Start()
+	if takeover != "" {
+		// We accept on the same sockets now: the predecessor may drain.
+		if _, err := api.Command(takeover, "_drain"); err != nil {
+			log.Warn("cannot tell the predecessor to drain", "err", err)
+		}
+	}
+	for _, a := range cfg.Global.AdminSockets {
+		srv, err := api.Listen(a, log)
+		if err != nil {
+			log.Error("cannot open the admin socket", "path", a.Path, "err", err)
+			continue
+		}
+		srv.Listeners = e.Listeners
+		srv.OnDrain = func() { sigs <- syscall.SIGTERM }
+		go srv.Serve()
+		defer srv.Close()
+	}
 	if worker {
 		if fd, err := strconv.Atoi(os.Getenv("SLUICE_READY_FD")); err == nil {
 			ready := os.NewFile(uintptr(fd), "ready")

@@ -36,8 +36,9 @@ type Engine struct {
 }
 
 type boundListener struct {
-	fe *proxy.Frontend
-	ln *net.TCPListener
+	fe   *proxy.Frontend
+	addr string // as configured
+	ln   *net.TCPListener
 }
 
 // reserveFDs are descriptors kept for logs, checks' bursts and the runtime.
@@ -120,7 +121,7 @@ func (e *Engine) Listen(inherited map[string]*net.TCPListener) error {
 	for _, fe := range e.Frontends {
 		for _, b := range fe.Config.Binds {
 			if ln, ok := inherited[b.Address]; ok {
-				e.listeners = append(e.listeners, boundListener{fe, ln})
+				e.listeners = append(e.listeners, boundListener{fe, b.Address, ln})
 				continue
 			}
 			ln, err := listen.Listen(b.Address, BindOptions(fe.Config))
@@ -128,10 +129,19 @@ func (e *Engine) Listen(inherited map[string]*net.TCPListener) error {
 				e.closeListeners()
 				return fmt.Errorf("frontend %s: cannot bind %s: %w", fe.Name, b.Address, err)
 			}
-			e.listeners = append(e.listeners, boundListener{fe, ln})
+			e.listeners = append(e.listeners, boundListener{fe, b.Address, ln})
 		}
 	}
 	return nil
+}
+
+// Listeners returns the listening sockets by bind address.
+func (e *Engine) Listeners() map[string]*net.TCPListener {
+	out := map[string]*net.TCPListener{}
+	for _, l := range e.listeners {
+		out[l.addr] = l.ln
+	}
+	return out
 }
 
 // BindOptions are the socket options of a frontend's listeners.

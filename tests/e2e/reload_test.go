@@ -366,3 +366,51 @@ func TestTortureSeesNaiveReload(t *testing.T) {
 		t.Error("the harness saw no failure across 20 naive reloads: it cannot tell a seamless reload from a broken one")
 	}
 }
+
+// TestTakeover hands the listening sockets of a standalone sluice to a
+// successor over the admin socket (SCM_RIGHTS), under load.
+func TestTakeover(t *testing.T) {
+	t.Parallel()
+	a, b := newBackend(t, "a"), newBackend(t, "b")
+	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	admin := filepath.Join(filepath.Dir(controlPath(t)), "admin.sock")
+	conf := func(s *backend) string {
+		return fmt.Sprintf("global {\n  admin_socket %q {\n    level = \"admin\"\n    expose_listeners = true\n  }\n}\n", admin) + config(fe, servers(s))
+	}
+	dir := t.TempDir()
+	os.WriteFile(dir+"/a.hcl", []byte(conf(a)), 0o644)
+	os.WriteFile(dir+"/b.hcl", []byte(conf(b)), 0o644)
+	first := exec.Command(sluiceBin, "run", "--no-master", "-f", dir+"/a.hcl")
+	out1 := &syncBuffer{}
+	first.Stdout, first.Stderr = out1, out1
+	first.Start()
+	defer func() { first.Process.Kill(); first.Wait() }()
+	eventually(t, 5*time.Second, "first instance", func() bool { return strings.Contains(out1.String(), "sluice started") })
+	stop := make(chan struct{})
+	failures := load(t, fe, 4, stop)
+	time.Sleep(300 * time.Millisecond)
+	second := exec.Command(sluiceBin, "run", "--no-master", "--takeover", admin, "-f", dir+"/b.hcl")
+	out2 := &syncBuffer{}
+	second.Stdout, second.Stderr = out2, out2
+	second.Start()
+	defer func() { second.Process.Signal(os.Interrupt); second.Wait() }()
+	eventually(t, 5*time.Second, "the successor", func() bool { return strings.Contains(out2.String(), "sluice started") })
+	done := make(chan error, 1)
+	go func() { done <- first.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the predecessor did not drain and exit:\n%s", out1.String())
+	}
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	if n := failures(); n != 0 {
+		t.Errorf("%d failed requests during the takeover", n)
+	}
+	if !strings.Contains(out2.String(), "took the listening sockets over") || !strings.Contains(out1.String(), "drain requested") {
+		t.Errorf("logs:\n%s\n%s", out1.String(), out2.String())
+	}
+	if g := greet(t, fe); g != "b" {
+		t.Errorf("after the takeover got %q, want the successor's backend b", g)
+	}
+}

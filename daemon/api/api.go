@@ -1,0 +1,253 @@
+// Package api is sluice's runtime API: line commands on unix sockets, in
+// the spirit of HAProxy's stats socket. A socket has a level (user,
+// operator, admin); with expose_listeners it also hands the listening
+// sockets to a successor over SCM_RIGHTS, as HAProxy's "expose-fd
+// listeners" does for "haproxy -x".
+package api
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"sluice/daemon/listen"
+	"sluice/hcl"
+)
+
+// fdBatch is how many descriptors one message carries.
+const fdBatch = 16
+
+// Server answers commands on one admin socket.
+type Server struct {
+	cfg hcl.AdminSocket
+	ln  *net.UnixListener
+	log *slog.Logger
+	// Listeners returns the listening sockets by bind address, for _getsocks.
+	Listeners func() map[string]*net.TCPListener
+	// OnDrain is called by _drain: stop accepting and finish what is under way.
+	OnDrain func()
+}
+
+// Listen opens the socket at cfg.Path. The socket is created beside it and
+// renamed into place, so that a predecessor still serving on the same path
+// (during a takeover) is replaced without a moment with no socket.
+func Listen(cfg hcl.AdminSocket, log *slog.Logger) (*Server, error) {
+	tmp := fmt.Sprintf("%s.%d.tmp", cfg.Path, os.Getpid())
+	os.Remove(tmp)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	ln.SetUnlinkOnClose(false)
+	if err := os.Chmod(tmp, os.FileMode(cfg.Mode)); err != nil {
+		ln.Close()
+		os.Remove(tmp)
+		return nil, err
+	}
+	if err := os.Rename(tmp, cfg.Path); err != nil {
+		ln.Close()
+		os.Remove(tmp)
+		return nil, err
+	}
+	return &Server{cfg: cfg, ln: ln, log: log.With("component", "api", "socket", cfg.Path)}, nil
+}
+
+// Close stops answering. The path is left to a successor that may have
+// taken it over.
+func (s *Server) Close() { s.ln.Close() }
+
+// Serve answers connections until Close.
+func (s *Server) Serve() {
+	for {
+		c, err := s.ln.AcceptUnix()
+		if err != nil {
+			return
+		}
+		go s.session(c)
+	}
+}
+
+func (s *Server) session(c *net.UnixConn) {
+	defer c.Close()
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("command crashed", "panic", r)
+		}
+	}()
+	r := bufio.NewReader(io.LimitReader(c, 1<<20))
+	for {
+		c.SetReadDeadline(time.Now().Add(5 * time.Minute))
+		line, err := r.ReadString('\n')
+		if line = strings.TrimSpace(line); line != "" {
+			for _, cmd := range strings.Split(line, ";") {
+				s.command(c, strings.TrimSpace(cmd))
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (s *Server) command(c *net.UnixConn, cmd string) {
+	switch cmd {
+	case "help":
+		fmt.Fprint(c, "help                 : this list\n")
+		if s.cfg.Level == "admin" && s.cfg.ExposeListeners {
+			fmt.Fprint(c, "_getsocks            : send the listening sockets (for sluice run --takeover)\n")
+		}
+		if s.cfg.Level == "admin" {
+			fmt.Fprint(c, "_drain               : stop accepting and finish the sessions under way\n")
+		}
+		fmt.Fprint(c, "\n")
+	case "_getsocks":
+		if s.cfg.Level != "admin" || !s.cfg.ExposeListeners {
+			fmt.Fprint(c, "Permission denied: this socket does not expose its listeners (expose_listeners = true, level admin).\n\n")
+			return
+		}
+		if err := s.sendListeners(c); err != nil {
+			s.log.Warn("sending listeners failed", "err", err)
+		}
+	case "_drain":
+		if s.cfg.Level != "admin" {
+			fmt.Fprint(c, "Permission denied\n\n")
+			return
+		}
+		s.log.Info("drain requested over the admin socket")
+		fmt.Fprint(c, "OK\n\n")
+		if s.OnDrain != nil {
+			s.OnDrain()
+		}
+	default:
+		fmt.Fprintf(c, "Unknown command %q. Please enter one of the following commands only:\n", cmd)
+		s.command(c, "help")
+	}
+}
+
+// sendListeners writes "N\n", then messages each carrying up to fdBatch
+// descriptors with their bind addresses, one per line, as data.
+func (s *Server) sendListeners(c *net.UnixConn) error {
+	lns := s.Listeners()
+	addrs := make([]string, 0, len(lns))
+	for a := range lns {
+		addrs = append(addrs, a)
+	}
+	sort.Strings(addrs)
+	if _, err := fmt.Fprintf(c, "%d\n", len(addrs)); err != nil {
+		return err
+	}
+	for start := 0; start < len(addrs); start += fdBatch {
+		batch := addrs[start:min(start+fdBatch, len(addrs))]
+		var fds []int
+		for _, a := range batch {
+			fd, err := listen.DupFD(lns[a])
+			if err != nil {
+				return err
+			}
+			fds = append(fds, fd)
+		}
+		_, _, err := c.WriteMsgUnix([]byte(strings.Join(batch, "\n")+"\n"), unix.UnixRights(fds...), nil)
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// FetchListeners asks the process behind the admin socket at path for its
+// listening sockets.
+func FetchListeners(path string) (map[string]*net.TCPListener, error) {
+	c, err := net.DialTimeout("unix", path, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	uc := c.(*net.UnixConn)
+	defer uc.Close()
+	uc.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := fmt.Fprint(uc, "_getsocks\n"); err != nil {
+		return nil, err
+	}
+	// The count line comes alone, before any descriptor.
+	var head []byte
+	one := make([]byte, 1)
+	for {
+		if _, err := uc.Read(one); err != nil {
+			return nil, fmt.Errorf("reading the listener count: %w", err)
+		}
+		if one[0] == '\n' {
+			break
+		}
+		head = append(head, one[0])
+		if len(head) > 200 {
+			break
+		}
+	}
+	var n int
+	if _, err := fmt.Sscanf(string(head), "%d", &n); err != nil {
+		return nil, fmt.Errorf("the other process refused: %s", head)
+	}
+	out := map[string]*net.TCPListener{}
+	buf := make([]byte, 64<<10)
+	oob := make([]byte, unix.CmsgSpace(fdBatch*4))
+	for len(out) < n {
+		nr, noob, _, _, err := uc.ReadMsgUnix(buf, oob)
+		if err != nil {
+			return nil, err
+		}
+		msgs, err := unix.ParseSocketControlMessage(oob[:noob])
+		if err != nil || len(msgs) == 0 {
+			return nil, fmt.Errorf("no descriptors in the message")
+		}
+		fds, err := unix.ParseUnixRights(&msgs[0])
+		if err != nil {
+			return nil, err
+		}
+		addrs := strings.Split(strings.TrimSuffix(string(buf[:nr]), "\n"), "\n")
+		if len(addrs) != len(fds) {
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
+			return nil, fmt.Errorf("%d addresses for %d descriptors", len(addrs), len(fds))
+		}
+		for i, fd := range fds {
+			unix.CloseOnExec(fd)
+			ln, err := listen.FromFD(uintptr(fd), addrs[i])
+			if err != nil {
+				return nil, err
+			}
+			out[addrs[i]] = ln
+		}
+	}
+	return out, nil
+}
+
+// Command sends one command and returns the answer (up to the empty line).
+func Command(path, cmd string) (string, error) {
+	c, err := net.DialTimeout("unix", path, 5*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	fmt.Fprintf(c, "%s\n", cmd)
+	var b strings.Builder
+	r := bufio.NewReader(c)
+	for {
+		line, err := r.ReadString('\n')
+		if line == "\n" || err != nil {
+			return b.String(), nil
+		}
+		b.WriteString(line)
+	}
+}
