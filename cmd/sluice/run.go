@@ -127,9 +127,18 @@ func serve(paths []string, worker bool, takeover string, log *slog.Logger, stder
 	}
 	if worker {
 		if fd, err := strconv.Atoi(os.Getenv("SLUICE_READY_FD")); err == nil {
-			ready := os.NewFile(uintptr(fd), "ready")
-			ready.Write([]byte{1})
-			ready.Close()
+			// Say we serve, then answer the master's health probes.
+			probe := os.NewFile(uintptr(fd), "probe")
+			probe.Write([]byte{1})
+			go func() {
+				b := make([]byte, 1)
+				for {
+					if _, err := probe.Read(b); err != nil {
+						return
+					}
+					probe.Write(b)
+				}
+			}()
 		}
 		log.Info("worker serving", "generation", os.Getenv("SLUICE_GENERATION"), "maxconn", e.Process.MaxConn())
 	} else {

@@ -27,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"golang.org/x/sys/unix"
 
 	"sluice/daemon/engine"
@@ -72,6 +73,7 @@ type listenerState struct {
 type workerState struct {
 	PID        int `json:"pid"`
 	Generation int `json:"generation"`
+	ProbeFD    int `json:"probe_fd"` // -1: none
 }
 
 // Master runs worker generations. Its fields are used by Run's goroutine
@@ -100,10 +102,26 @@ type controlRequest struct {
 }
 
 type worker struct {
-	pid  int
-	gen  int
-	proc *os.Process
-	done chan struct{}
+	pid   int
+	gen   int
+	proc  *os.Process
+	done  chan struct{}
+	probe *os.File // our end of the worker's readiness and health socket
+}
+
+// alive probes the worker: one byte out, the same back within timeout.
+func (w *worker) alive(timeout time.Duration) bool {
+	if w.probe == nil {
+		return false
+	}
+	w.probe.SetDeadline(time.Now().Add(timeout))
+	defer w.probe.SetDeadline(time.Time{})
+	b := []byte{'?'}
+	if _, err := w.probe.Write(b); err != nil {
+		return false
+	}
+	_, err := io.ReadFull(w.probe, b)
+	return err == nil
 }
 
 // Run runs the master until it is stopped and returns the exit code.
@@ -124,8 +142,22 @@ func Run(opt Options) int {
 		m.notify("READY=1", m.status("ready"))
 	}
 	go m.serveControl()
+	// With WatchdogSec=, ping systemd only while the current worker answers.
+	var watchdog <-chan time.Time
+	interval, _ := daemon.SdWatchdogEnabled(false)
+	if interval > 0 {
+		t := time.NewTicker(interval / 3)
+		defer t.Stop()
+		watchdog = t.C
+	}
 	for {
 		select {
+		case <-watchdog:
+			if m.current != nil && m.current.alive(interval/3) {
+				m.notify("WATCHDOG=1")
+			} else {
+				m.log.Warn("current worker does not answer its health probe: not feeding the watchdog")
+			}
 		case sig := <-sigs:
 			switch sig {
 			case syscall.SIGHUP, syscall.SIGUSR2:
@@ -224,11 +256,14 @@ func (m *Master) spawn(gen int) (*worker, error) {
 		}
 	}
 	sort.Strings(addrs)
-	readyR, readyW, err := os.Pipe()
+	// A socketpair: the worker writes one byte when it serves, then echoes
+	// each byte the master sends as a health probe (for the watchdog).
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}
-	defer readyR.Close()
+	probe := os.NewFile(uintptr(pair[0]), "probe")
+	readyW := os.NewFile(uintptr(pair[1]), "probe-worker")
 	// Raw descriptors and StartProcess rather than os/exec: os/exec takes
 	// (*os.File).Fd, which would switch the shared sockets to blocking mode
 	// under the workers already accepting on them.
@@ -239,6 +274,7 @@ func (m *Master) spawn(gen int) (*worker, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		readyW.Close()
+		probe.Close()
 		return nil, err
 	}
 	argv := []string{exe, "run", "--worker"}
@@ -250,19 +286,21 @@ func (m *Master) spawn(gen int) (*worker, error) {
 	pid, err := syscall.ForkExec(exe, argv, &syscall.ProcAttr{Env: env, Files: files})
 	readyW.Close()
 	if err != nil {
+		probe.Close()
 		return nil, err
 	}
 	proc, err := os.FindProcess(pid)
 	if err != nil {
+		probe.Close()
 		return nil, err
 	}
-	w := &worker{pid: pid, gen: gen, proc: proc, done: make(chan struct{})}
+	w := &worker{pid: pid, gen: gen, proc: proc, done: make(chan struct{}), probe: probe}
 	go m.reap(w)
 
 	ready := make(chan bool, 1)
 	go func() {
 		buf := make([]byte, 1)
-		n, _ := readyR.Read(buf)
+		n, _ := probe.Read(buf)
 		ready <- n == 1
 	}()
 	select {
@@ -275,6 +313,7 @@ func (m *Master) spawn(gen int) (*worker, error) {
 	}
 	w.proc.Kill()
 	<-w.done
+	probe.Close()
 	return nil, fmt.Errorf("worker generation %d (pid %d) did not become ready", gen, w.pid)
 }
 
@@ -301,6 +340,9 @@ func (m *Master) reap(w *worker) {
 		m.log.Warn("worker exited", "generation", w.gen, "pid", w.pid, "status", st.String())
 	default:
 		m.log.Info("worker exited", "generation", w.gen, "pid", w.pid)
+	}
+	if w.probe != nil {
+		w.probe.Close()
 	}
 	close(w.done)
 	m.exited <- w
@@ -356,7 +398,11 @@ func (m *Master) beginReload(conn *net.UnixConn) {
 	}
 	for _, w := range append([]*worker{m.current}, m.draining...) {
 		if w != nil {
-			st.Workers = append(st.Workers, workerState{PID: w.pid, Generation: w.gen})
+			ws := workerState{PID: w.pid, Generation: w.gen, ProbeFD: -1}
+			if w.probe != nil {
+				ws.ProbeFD = inherit(w.probe)
+			}
+			st.Workers = append(st.Workers, ws)
 		}
 	}
 	data, _ := json.Marshal(st)
@@ -408,6 +454,10 @@ func (m *Master) adopt(st state) *net.UnixConn {
 			continue
 		}
 		w := &worker{pid: ws.PID, gen: ws.Generation, proc: p, done: make(chan struct{})}
+		if ws.ProbeFD >= 0 {
+			unix.CloseOnExec(ws.ProbeFD)
+			w.probe = os.NewFile(uintptr(ws.ProbeFD), "probe")
+		}
 		go m.reap(w)
 		if i == 0 {
 			m.current = w

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -188,5 +189,60 @@ func TestReusePort(t *testing.T) {
 	}
 	if g := greet(t, fe); g != "a" {
 		t.Errorf("got %q", g)
+	}
+}
+
+// TestWatchdogFollowsWorkerHealth: with WATCHDOG_USEC set, the master pings
+// systemd while the current worker answers its probe, and stops when the
+// worker hangs (SIGSTOP), so that systemd would restart the service.
+func TestWatchdogFollowsWorkerHealth(t *testing.T) {
+	t.Parallel()
+	sock := filepath.Join(filepath.Dir(controlPath(t)), "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	pings := make(chan time.Time, 256)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, _, err := conn.ReadFromUnix(buf)
+			if err != nil {
+				return
+			}
+			if string(buf[:n]) == "WATCHDOG=1" {
+				pings <- time.Now()
+			}
+		}
+	}()
+	a := newBackend(t, "a")
+	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	r := startReloadable(t, config(fe, servers(a)), sluiceBin, "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=300000")
+	count := func(d time.Duration) int {
+		deadline := time.After(d)
+		n := 0
+		for {
+			select {
+			case <-pings:
+				n++
+			case <-deadline:
+				return n
+			}
+		}
+	}
+	if n := count(time.Second); n < 2 {
+		t.Fatalf("%d watchdog pings in 1s with a healthy worker, want about 10", n)
+	}
+	var workerPID int
+	fmt.Sscanf(regexp.MustCompile(`worker ready component=master generation=1 pid=(\d+)`).FindStringSubmatch(r.out.String())[1], "%d", &workerPID)
+	syscall.Kill(workerPID, syscall.SIGSTOP)
+	count(300 * time.Millisecond) // a ping may be under way
+	if n := count(time.Second); n != 0 {
+		t.Errorf("%d watchdog pings while the worker is stopped", n)
+	}
+	syscall.Kill(workerPID, syscall.SIGCONT)
+	if n := count(time.Second); n < 2 {
+		t.Errorf("%d watchdog pings after the worker resumed", n)
 	}
 }
