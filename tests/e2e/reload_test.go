@@ -414,3 +414,41 @@ func TestTakeover(t *testing.T) {
 		t.Errorf("after the takeover got %q, want the successor's backend b", g)
 	}
 }
+
+// TestHardStopAfter: a draining generation holding a long session is
+// stopped after hard_stop_after, and so is the master on SIGTERM.
+func TestHardStopAfter(t *testing.T) {
+	t.Parallel()
+	a := newBackend(t, "a")
+	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg := "global { hard_stop_after = \"1s\" }\n" + config(fe, servers(a))
+	r := startReloadable(t, cfg, sluiceBin)
+	held, _ := dial(t, fe)
+	defer held.Close()
+	start := time.Now()
+	if _, errOut, code := r.reload(""); code != 0 {
+		t.Fatalf("reload: %s", errOut)
+	}
+	r.waitLog(`hard_stop_after reached`, 3*time.Second)
+	r.waitLog(`worker exited component=master generation=1 `, 3*time.Second)
+	if took := time.Since(start); took < 900*time.Millisecond || took > 2500*time.Millisecond {
+		t.Errorf("old generation ended after %v, want about hard_stop_after (1s)", took)
+	}
+	held.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := held.r.ReadString('\n'); err == nil {
+		t.Error("the long session survived hard_stop_after")
+	}
+	// SIGTERM: graceful, bounded by hard_stop_after too.
+	held2, _ := dial(t, fe)
+	defer held2.Close()
+	start = time.Now()
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-r.exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("master did not stop within hard_stop_after")
+	}
+	if took := time.Since(start); took < 900*time.Millisecond || took > 3*time.Second {
+		t.Errorf("graceful stop took %v, want about hard_stop_after (1s)", took)
+	}
+}
