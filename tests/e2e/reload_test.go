@@ -452,3 +452,49 @@ func TestHardStopAfter(t *testing.T) {
 		t.Errorf("graceful stop took %v, want about hard_stop_after (1s)", took)
 	}
 }
+
+func TestDrainingGenerationsAreCapped(t *testing.T) {
+	t.Parallel()
+	a := newBackend(t, "a")
+	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	r := startReloadable(t, config(fe, servers(a)), sluiceBin)
+	var held []*client
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for i := 0; i < 10; i++ { // each generation keeps one session, so it drains for ever
+		c, _ := dial(t, fe)
+		held = append(held, c)
+		if _, errOut, code := r.reload(""); code != 0 {
+			t.Fatalf("reload %d: %s", i, errOut)
+		}
+	}
+	r.waitLog(`too many draining generations: killing the oldest component=master generation=1 `, 3*time.Second)
+	r.waitLog(`too many draining generations: killing the oldest component=master generation=2 `, 3*time.Second)
+	// A session opened just after a reload may still land on the previous
+	// worker, leaving some generation empty (it then exits by itself): the
+	// cap promises at most 8 draining workers beside the current one.
+	time.Sleep(300 * time.Millisecond)
+	if n := countChildren(r.cmd.Process.Pid); n > 9 || n < 2 {
+		t.Errorf("%d workers, want the current one and at most 8 draining", n)
+	}
+}
+
+func TestWorkerThatCannotStartLeavesTheOldServing(t *testing.T) {
+	t.Parallel()
+	a := newBackend(t, "a")
+	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	r := startReloadable(t, config(fe, servers(a)), sluiceBin)
+	// Valid syntax, but the worker cannot resolve the server's name.
+	_, errOut, code := r.reload(config(fe, `  server "x" { address = "no-such-host.invalid:80" }`))
+	if code != 1 || !strings.Contains(errOut, "did not become ready") {
+		t.Errorf("reload to a configuration whose worker fails: code %d\n%s", code, errOut)
+	}
+	for range 3 {
+		if g := greet(t, fe); g != "a" {
+			t.Fatalf("after the failed start got %q", g)
+		}
+	}
+}
