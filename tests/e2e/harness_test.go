@@ -65,21 +65,29 @@ func (b *syncBuffer) String() string {
 type daemon struct {
 	t       *testing.T
 	control string // the master's control socket
+	path    string // the configuration file
 	cmd     *exec.Cmd
 	out     *syncBuffer
 	exited  chan struct{}
 }
 
-// startSluice writes config to a file and runs sluice on it until the
-// test ends; it returns once every bind address accepts.
+// startSluice writes config to a file and runs the binary under test on
+// it until the test ends; it returns once sluice says it started.
 func startSluice(t *testing.T, config string, args ...string) *daemon {
+	t.Helper()
+	return launch(t, sluiceBin, config, nil, args...)
+}
+
+// launch runs bin (a sluice) on config with extra environment and args.
+func launch(t *testing.T, bin, config string, env []string, args ...string) *daemon {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "sluice.hcl")
 	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{t: t, out: &syncBuffer{}, exited: make(chan struct{}), control: controlPath(t)}
-	d.cmd = exec.Command(sluiceBin, append([]string{"run", "-f", path, "--control", d.control}, args...)...)
+	d := &daemon{t: t, out: &syncBuffer{}, exited: make(chan struct{}), control: controlPath(t), path: path}
+	d.cmd = exec.Command(bin, append([]string{"run", "-f", path, "--control", d.control}, args...)...)
+	d.cmd.Env = append(os.Environ(), env...)
 	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -88,11 +96,32 @@ func startSluice(t *testing.T, config string, args ...string) *daemon {
 	t.Cleanup(func() {
 		d.stop()
 		if t.Failed() {
-			t.Logf("sluice output:\n%s", d.out.String())
+			out := d.out.String()
+			if len(out) > 20000 {
+				out = "...\n" + out[len(out)-20000:]
+			}
+			t.Logf("sluice output (end):\n%s", out)
 		}
 	})
 	d.waitLog(`INFO sluice started`, 5*time.Second)
 	return d
+}
+
+// startProcess runs a command with its output collected, stopped with
+// SIGINT when the test ends.
+func startProcess(t *testing.T, name string, args ...string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+	})
+	return cmd, out
 }
 
 func (d *daemon) stop() {

@@ -16,40 +16,14 @@ import (
 	"time"
 )
 
-// reloadable is a sluice whose configuration file the test rewrites.
-type reloadable struct {
-	*daemon
-	path string
-}
-
-func startReloadable(t *testing.T, config string, bin string, env ...string) *reloadable {
+// startReloadable runs bin as a master whose configuration the test rewrites.
+func startReloadable(t *testing.T, config string, bin string, env ...string) *daemon {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "sluice.hcl")
-	os.WriteFile(path, []byte(config), 0o644)
-	d := &daemon{t: t, out: &syncBuffer{}, exited: make(chan struct{}), control: controlPath(t)}
-	d.cmd = exec.Command(bin, "run", "-f", path, "--control", d.control)
-	d.cmd.Env = append(os.Environ(), env...)
-	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { d.cmd.Wait(); close(d.exited) }()
-	t.Cleanup(func() {
-		d.stop()
-		if t.Failed() {
-			out := d.out.String()
-			if len(out) > 20000 {
-				out = "...\n" + out[len(out)-20000:]
-			}
-			t.Logf("sluice output (end):\n%s", out)
-		}
-	})
-	d.waitLog(`INFO sluice started`, 5*time.Second)
-	return &reloadable{d, path}
+	return launch(t, bin, config, env)
 }
 
 // reload rewrites the configuration and runs sluice reload.
-func (r *reloadable) reload(config string) (stdout, stderr string, code int) {
+func (r *daemon) reload(config string) (stdout, stderr string, code int) {
 	r.t.Helper()
 	if config != "" {
 		os.WriteFile(r.path, []byte(config), 0o644)
@@ -380,20 +354,12 @@ func TestTakeover(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(dir+"/a.hcl", []byte(conf(a)), 0o644)
 	os.WriteFile(dir+"/b.hcl", []byte(conf(b)), 0o644)
-	first := exec.Command(sluiceBin, "run", "--no-master", "-f", dir+"/a.hcl")
-	out1 := &syncBuffer{}
-	first.Stdout, first.Stderr = out1, out1
-	first.Start()
-	defer func() { first.Process.Kill(); first.Wait() }()
+	first, out1 := startProcess(t, sluiceBin, "run", "--no-master", "-f", dir+"/a.hcl")
 	eventually(t, 5*time.Second, "first instance", func() bool { return strings.Contains(out1.String(), "sluice started") })
 	stop := make(chan struct{})
 	failures := load(t, fe, 4, stop)
 	time.Sleep(300 * time.Millisecond)
-	second := exec.Command(sluiceBin, "run", "--no-master", "--takeover", admin, "-f", dir+"/b.hcl")
-	out2 := &syncBuffer{}
-	second.Stdout, second.Stderr = out2, out2
-	second.Start()
-	defer func() { second.Process.Signal(os.Interrupt); second.Wait() }()
+	_, out2 := startProcess(t, sluiceBin, "run", "--no-master", "--takeover", admin, "-f", dir+"/b.hcl")
 	eventually(t, 5*time.Second, "the successor", func() bool { return strings.Contains(out2.String(), "sluice started") })
 	done := make(chan error, 1)
 	go func() { done <- first.Wait() }()

@@ -64,18 +64,17 @@ func TestUnitSandboxScore(t *testing.T) {
 	t.Logf("systemd-analyze security: %.1f", score)
 }
 
-// TestNotifySequence captures sd_notify messages on a socket of the
-// test's own: READY, then RELOADING with MONOTONIC_USEC and READY with a
-// STATUS on reload, then STOPPING.
-func TestNotifySequence(t *testing.T) {
-	t.Parallel()
+// notifySocket listens where sd_notify messages will be sent and passes
+// them on.
+func notifySocket(t *testing.T) (string, chan string) {
+	t.Helper()
 	sock := filepath.Join(filepath.Dir(controlPath(t)), "notify")
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	msgs := make(chan string, 32)
+	t.Cleanup(func() { conn.Close() })
+	msgs := make(chan string, 256)
 	go func() {
 		buf := make([]byte, 4096)
 		for {
@@ -86,6 +85,15 @@ func TestNotifySequence(t *testing.T) {
 			msgs <- string(buf[:n])
 		}
 	}()
+	return sock, msgs
+}
+
+// TestNotifySequence captures sd_notify messages on a socket of the
+// test's own: READY, then RELOADING with MONOTONIC_USEC and READY with a
+// STATUS on reload, then STOPPING.
+func TestNotifySequence(t *testing.T) {
+	t.Parallel()
+	sock, msgs := notifySocket(t)
 	next := func(what string) string {
 		t.Helper()
 		select {
@@ -171,12 +179,7 @@ func TestReusePort(t *testing.T) {
 	run := func(reuse bool) (*exec.Cmd, *syncBuffer) {
 		path := filepath.Join(t.TempDir(), "s.hcl")
 		os.WriteFile(path, []byte(config(fe, servers(a), fmt.Sprintf("reuseport = %v", reuse))), 0o644)
-		cmd := exec.Command(sluiceBin, "run", "--no-master", "-f", path)
-		out := &syncBuffer{}
-		cmd.Stdout, cmd.Stderr = out, out
-		cmd.Start()
-		t.Cleanup(func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() })
-		return cmd, out
+		return startProcess(t, sluiceBin, "run", "--no-master", "-f", path)
 	}
 	_, out1 := run(true)
 	eventually(t, 5*time.Second, "first instance", func() bool { return strings.Contains(out1.String(), "sluice started") })
@@ -197,25 +200,7 @@ func TestReusePort(t *testing.T) {
 // worker hangs (SIGSTOP), so that systemd would restart the service.
 func TestWatchdogFollowsWorkerHealth(t *testing.T) {
 	t.Parallel()
-	sock := filepath.Join(filepath.Dir(controlPath(t)), "notify")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	pings := make(chan time.Time, 256)
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, _, err := conn.ReadFromUnix(buf)
-			if err != nil {
-				return
-			}
-			if string(buf[:n]) == "WATCHDOG=1" {
-				pings <- time.Now()
-			}
-		}
-	}()
+	sock, msgs := notifySocket(t)
 	a := newBackend(t, "a")
 	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	r := startReloadable(t, config(fe, servers(a)), sluiceBin, "NOTIFY_SOCKET="+sock, "WATCHDOG_USEC=300000")
@@ -224,8 +209,10 @@ func TestWatchdogFollowsWorkerHealth(t *testing.T) {
 		n := 0
 		for {
 			select {
-			case <-pings:
-				n++
+			case m := <-msgs:
+				if m == "WATCHDOG=1" {
+					n++
+				}
 			case <-deadline:
 				return n
 			}
