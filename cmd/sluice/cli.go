@@ -22,6 +22,7 @@ func init() {
 		{"reload", "reload [--control SOCK]", "reload the running master: new binary and configuration", reloadCmd},
 		{"status", "status [--control SOCK]", "show the master's generation and workers", statusCmd},
 		{"check", "check -f PATH [-f PATH ...]", "check a configuration and exit", checkCmd},
+		{"ctl", "ctl [-s SOCK] [COMMAND...]", "send runtime API commands (no command: interactive prompt)", ctlCmd},
 		{"version", "version [-v]", "print the version; -v for build details", versionCmd},
 	}
 }

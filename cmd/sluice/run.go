@@ -121,6 +121,7 @@ func serve(paths []string, worker bool, takeover string, log *slog.Logger, stder
 			continue
 		}
 		srv.Listeners = e.Listeners
+		srv.Engine = e
 		srv.OnDrain = func() { sigs <- syscall.SIGTERM }
 		go srv.Serve()
 		defer srv.Close()

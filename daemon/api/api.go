@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"sluice/daemon/engine"
 	"sluice/daemon/listen"
 	"sluice/hcl"
 )
@@ -34,6 +35,10 @@ type Server struct {
 	Listeners func() map[string]*net.TCPListener
 	// OnDrain is called by _drain: stop accepting and finish what is under way.
 	OnDrain func()
+	// Engine is the generation the commands show and change.
+	Engine *engine.Engine
+	// Started is when the process started, for show info.
+	Started time.Time
 }
 
 // Listen opens the socket at cfg.Path. The socket is created beside it and
@@ -57,7 +62,7 @@ func Listen(cfg hcl.AdminSocket, log *slog.Logger) (*Server, error) {
 		os.Remove(tmp)
 		return nil, err
 	}
-	return &Server{cfg: cfg, ln: ln, log: log.With("component", "api", "socket", cfg.Path)}, nil
+	return &Server{cfg: cfg, ln: ln, log: log.With("component", "api", "socket", cfg.Path), Started: time.Now()}, nil
 }
 
 // Close stops answering. The path is left to a successor that may have
@@ -82,53 +87,45 @@ func (s *Server) session(c *net.UnixConn) {
 			s.log.Error("command crashed", "panic", r)
 		}
 	}()
+	// Like HAProxy's CLI: one line of ";"-separated commands, then the
+	// connection closes, unless "prompt" turned on interactive mode.
 	r := bufio.NewReader(io.LimitReader(c, 1<<20))
+	interactive := false
 	for {
+		if interactive {
+			fmt.Fprint(c, "> ")
+		}
 		c.SetReadDeadline(time.Now().Add(5 * time.Minute))
 		line, err := r.ReadString('\n')
-		if line = strings.TrimSpace(line); line != "" {
-			for _, cmd := range strings.Split(line, ";") {
-				s.command(c, strings.TrimSpace(cmd))
+		for _, cmd := range strings.Split(strings.TrimSpace(line), ";") {
+			switch cmd = strings.TrimSpace(cmd); cmd {
+			case "":
+			case "prompt":
+				interactive = !interactive
+			case "quit":
+				return
+			default:
+				if cmd == "_getsocks" {
+					s.getsocks(c)
+					continue
+				}
+				s.command(c, cmd)
 			}
 		}
-		if err != nil {
+		if err != nil || !interactive {
 			return
 		}
 	}
 }
 
-func (s *Server) command(c *net.UnixConn, cmd string) {
-	switch cmd {
-	case "help":
-		fmt.Fprint(c, "help                 : this list\n")
-		if s.cfg.Level == "admin" && s.cfg.ExposeListeners {
-			fmt.Fprint(c, "_getsocks            : send the listening sockets (for sluice run --takeover)\n")
-		}
-		if s.cfg.Level == "admin" {
-			fmt.Fprint(c, "_drain               : stop accepting and finish the sessions under way\n")
-		}
-		fmt.Fprint(c, "\n")
-	case "_getsocks":
-		if s.cfg.Level != "admin" || !s.cfg.ExposeListeners {
-			fmt.Fprint(c, "Permission denied: this socket does not expose its listeners (expose_listeners = true, level admin).\n\n")
-			return
-		}
-		if err := s.sendListeners(c); err != nil {
-			s.log.Warn("sending listeners failed", "err", err)
-		}
-	case "_drain":
-		if s.cfg.Level != "admin" {
-			fmt.Fprint(c, "Permission denied\n\n")
-			return
-		}
-		s.log.Info("drain requested over the admin socket")
-		fmt.Fprint(c, "OK\n\n")
-		if s.OnDrain != nil {
-			s.OnDrain()
-		}
-	default:
-		fmt.Fprintf(c, "Unknown command %q. Please enter one of the following commands only:\n", cmd)
-		s.command(c, "help")
+// getsocks answers _getsocks when this socket may expose its listeners.
+func (s *Server) getsocks(c *net.UnixConn) {
+	if s.cfg.Level != "admin" || !s.cfg.ExposeListeners {
+		fmt.Fprint(c, "Permission denied: this socket does not expose its listeners (expose_listeners = true, level admin).\n\n")
+		return
+	}
+	if err := s.sendListeners(c); err != nil {
+		s.log.Warn("sending listeners failed", "err", err)
 	}
 }
 

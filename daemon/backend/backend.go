@@ -23,19 +23,63 @@ import (
 
 // Backend is a configured backend's live side.
 type Backend struct {
-	Name     string
-	Config   *hcl.Backend
-	Servers  []*server.Server
-	Stats    stats.Counters
-	active   balance.Balancer
-	backup   balance.Balancer
-	targets  map[*server.Server]*target
-	hashKey  bool // the algorithm needs the client address hashed
-	maxQueue int64
-	queue    queue
-	log      *slog.Logger
+	Name    string
+	Config  *hcl.Backend
+	Servers []*server.Server
+	Stats   stats.Counters
+	// balancers is rebuilt when a weight changes at run time; sessions
+	// load it once per pick.
+	balancers atomic.Pointer[balancers]
+	targets   map[*server.Server]*target
+	hashKey   bool // the algorithm needs the client address hashed
+	maxQueue  int64
+	queue     queue
+	log       *slog.Logger
 	// OnNoSource is told when a server's source port range runs out.
 	OnNoSource func(s *server.Server, src *hcl.Source, inUse int)
+}
+
+// balancers choose among the active servers, and among the backups when
+// no active server is in service (the first backup in service, as HAProxy
+// does without "option allbackups").
+type balancers struct {
+	active, backup balance.Balancer
+}
+
+// rebalance builds the balancers from the servers' current weights.
+func (b *Backend) rebalance() error {
+	var actives, backups []*server.Server
+	for _, s := range b.Servers {
+		if s.Backup {
+			backups = append(backups, s)
+		} else {
+			actives = append(actives, s)
+		}
+	}
+	active, err := balance.New(b.Config.Balance, b.Config.HashType, actives)
+	if err != nil {
+		return err
+	}
+	backup, _ := balance.New("first", "", backups)
+	b.balancers.Store(&balancers{active, backup})
+	return nil
+}
+
+// SetWeight changes a server's weight and rebuilds the balancers.
+func (b *Backend) SetWeight(s *server.Server, w int) {
+	s.SetWeight(w)
+	b.rebalance()
+	b.Dispatch()
+}
+
+// Server returns the server named name, or nil.
+func (b *Backend) Server(name string) *server.Server {
+	for _, s := range b.Servers {
+		if s.Name == name {
+			return s
+		}
+	}
+	return nil
 }
 
 // target is how to reach one server.
@@ -55,7 +99,6 @@ func New(ctx context.Context, cfg *hcl.Backend, log *slog.Logger) (*Backend, err
 		hashKey: cfg.Balance == "source",
 		log:     log.With("backend", cfg.Name),
 	}
-	var actives, backups []*server.Server
 	allQueued := len(cfg.Servers) > 0
 	for i, sc := range cfg.Servers {
 		addr, err := resolve(ctx, sc.Address)
@@ -65,6 +108,9 @@ func New(ctx context.Context, cfg *hcl.Backend, log *slog.Logger) (*Backend, err
 		s := server.New(cfg.Name, sc.Name, addr, sc.Weight, sc.MaxConn)
 		s.ID = i + 1
 		s.Backup = sc.Backup
+		if sc.Check != nil {
+			s.Checked, s.Rise, s.Fall = true, sc.Check.Rise, sc.Check.Fall
+		}
 		s.SetMaint(sc.Disabled)
 		src := sc.Source
 		if src == nil {
@@ -79,11 +125,6 @@ func New(ctx context.Context, cfg *hcl.Backend, log *slog.Logger) (*Backend, err
 		}
 		b.targets[s] = t
 		b.Servers = append(b.Servers, s)
-		if s.Backup {
-			backups = append(backups, s)
-		} else {
-			actives = append(actives, s)
-		}
 		if sc.MaxQueue == 0 {
 			allQueued = false
 		}
@@ -92,13 +133,9 @@ func New(ctx context.Context, cfg *hcl.Backend, log *slog.Logger) (*Backend, err
 	if !allQueued {
 		b.maxQueue = 0
 	}
-	var err error
-	if b.active, err = balance.New(cfg.Balance, cfg.HashType, actives); err != nil {
+	if err := b.rebalance(); err != nil {
 		return nil, err
 	}
-	// Like HAProxy without "option allbackups": the first backup in
-	// service takes all the traffic.
-	b.backup, _ = balance.New("first", "", backups)
 	return b, nil
 }
 
@@ -186,13 +223,14 @@ var (
 // pick chooses an eligible server and takes a slot on it: active servers
 // first, backups when no active server is in service.
 func (b *Backend) pick(key uint64, skip *server.Server) *server.Server {
+	bal := b.balancers.Load()
 	for range 4 { // a few tries: the chosen server may fill up meanwhile
-		s := b.active.Pick(key, skip)
+		s := bal.active.Pick(key, skip)
 		if s == nil {
 			if active, _ := b.Running(); active > 0 {
 				return nil // all busy: queue rather than spill to backups
 			}
-			s = b.backup.Pick(key, skip)
+			s = bal.backup.Pick(key, skip)
 		}
 		if s == nil {
 			return nil

@@ -21,6 +21,7 @@ import (
 // Result is one check's outcome, in HAProxy's words.
 type Result struct {
 	OK       bool
+	Code     string // HAProxy's check_status: L4OK, L4CON, L4TOUT, L7OK, L7RSP, L7TOUT
 	Reason   string // "Layer4 connection problem", "Layer7 check passed", ...
 	Info     string // detail such as "Connection refused"; may be empty
 	Duration time.Duration
@@ -65,6 +66,9 @@ func (c *Checker) Run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		if !r.OK {
+			c.Server.ChecksFailed.Add(1)
+		}
 		up := c.Server.Up()
 		if r.OK {
 			successes, failures = successes+1, 0
@@ -80,6 +84,13 @@ func (c *Checker) Run(ctx context.Context) {
 			}
 		}
 		up = c.Server.Up()
+		rising, falling := successes, failures
+		if up {
+			rising = 0
+		} else {
+			falling = 0
+		}
+		c.Server.SetCheck(server.CheckStatus{Code: r.Code, Info: r.Info, Duration: r.Duration}, rising, falling)
 		switch {
 		case up && failures == 0:
 			delay = cfg.Interval
@@ -111,9 +122,9 @@ func (c *Checker) check(ctx context.Context) Result {
 	}
 	conn, err := dial(ctx, c.Server.Addr, cfg.Timeout)
 	if err != nil {
-		r := Result{Reason: "Layer4 connection problem", Info: errText(err)}
+		r := Result{Code: "L4CON", Reason: "Layer4 connection problem", Info: errText(err)}
 		if isTimeout(err) {
-			r = Result{Reason: "Layer4 timeout"}
+			r = Result{Code: "L4TOUT", Reason: "Layer4 timeout"}
 		}
 		r.Duration = time.Since(start)
 		return r
@@ -123,15 +134,15 @@ func (c *Checker) check(ctx context.Context) Result {
 		conn.SetDeadline(dl)
 	}
 	if cfg.Send == "" && cfg.Expect == "" && cfg.ExpectRegex == nil {
-		return Result{OK: true, Reason: "Layer4 check passed", Duration: time.Since(start)}
+		return Result{OK: true, Code: "L4OK", Reason: "Layer4 check passed", Duration: time.Since(start)}
 	}
 	if cfg.Send != "" {
 		if _, err := conn.Write([]byte(cfg.Send)); err != nil {
-			return Result{Reason: "Layer7 invalid response", Info: errText(err), Duration: time.Since(start)}
+			return Result{Code: "L7RSP", Reason: "Layer7 invalid response", Info: errText(err), Duration: time.Since(start)}
 		}
 	}
 	if cfg.Expect == "" && cfg.ExpectRegex == nil {
-		return Result{OK: true, Reason: "Layer7 check passed", Duration: time.Since(start)}
+		return Result{OK: true, Code: "L7OK", Reason: "Layer7 check passed", Duration: time.Since(start)}
 	}
 	var reply []byte
 	buf := make([]byte, 4096)
@@ -139,11 +150,11 @@ func (c *Checker) check(ctx context.Context) Result {
 		n, err := conn.Read(buf)
 		reply = append(reply, buf[:n]...)
 		if matches(cfg, reply) {
-			return Result{OK: true, Reason: "Layer7 check passed", Duration: time.Since(start)}
+			return Result{OK: true, Code: "L7OK", Reason: "Layer7 check passed", Duration: time.Since(start)}
 		}
 		if err != nil {
 			if isTimeout(err) {
-				return Result{Reason: "Layer7 timeout", Duration: time.Since(start)}
+				return Result{Code: "L7TOUT", Reason: "Layer7 timeout", Duration: time.Since(start)}
 			}
 			break
 		}
@@ -152,7 +163,7 @@ func (c *Checker) check(ctx context.Context) Result {
 	if cfg.ExpectRegex != nil {
 		want = cfg.ExpectRegex.String()
 	}
-	return Result{Reason: "Layer7 invalid response", Info: "TCPCHK did not match content '" + want + "'", Duration: time.Since(start)}
+	return Result{Code: "L7RSP", Reason: "Layer7 invalid response", Info: "TCPCHK did not match content '" + want + "'", Duration: time.Since(start)}
 }
 
 func matches(cfg *hcl.Check, reply []byte) bool {

@@ -5,7 +5,9 @@
 package server
 
 import (
+	"strconv"
 	"sync/atomic"
+	"time"
 
 	"sluice/daemon/stats"
 )
@@ -24,6 +26,22 @@ type Server struct {
 	maxConn atomic.Int64 // zero: no limit
 	up      atomic.Bool  // last health verdict; true when unchecked
 	maint   atomic.Bool  // administratively disabled
+	drain   atomic.Bool  // takes no new load-balanced connections
+
+	lastChange atomic.Int64 // unix nanoseconds of the last UP/DOWN change
+	downSince  atomic.Int64 // unix nanoseconds; zero while up
+	downtime   atomic.Int64 // nanoseconds spent down before downSince
+	check      atomic.Pointer[CheckStatus]
+	rising     atomic.Int32 // successes so far while going up
+	falling    atomic.Int32 // failures so far while going down
+
+	// Checked is true when a health check runs for the server.
+	Checked bool
+	// Rise and Fall are the check's thresholds, for "UP 1/3" displays.
+	Rise, Fall int
+	// ChecksFailed counts failed checks; Downs counts UP to DOWN transitions.
+	ChecksFailed atomic.Int64
+	Downs        atomic.Int64
 
 	Stats stats.Counters
 	// Selected counts how often load-balancing chose this server.
@@ -36,8 +54,70 @@ func New(backend, name, addr string, weight, maxConn int) *Server {
 	s.weight.Store(int32(weight))
 	s.maxConn.Store(int64(maxConn))
 	s.up.Store(true)
+	s.lastChange.Store(time.Now().UnixNano())
 	return s
 }
+
+// CheckStatus is the last health check's outcome, in HAProxy's codes.
+type CheckStatus struct {
+	Code     string // L4OK, L4CON, L4TOUT, L7OK, L7RSP, L7TOUT
+	Info     string
+	Duration time.Duration
+}
+
+// SetCheck records a check's outcome and the progress towards a change:
+// successes while down, failures while up.
+func (s *Server) SetCheck(c CheckStatus, successes, failures int) {
+	s.check.Store(&c)
+	s.rising.Store(int32(successes))
+	s.falling.Store(int32(failures))
+}
+
+// Check returns the last check's outcome, or nil.
+func (s *Server) Check() *CheckStatus { return s.check.Load() }
+
+// Status is the state HAProxy's stats show: MAINT, DRAIN, UP, DOWN, or
+// "UP 1/3" / "DOWN 1/2" while a check streak is under way.
+func (s *Server) Status() string {
+	switch {
+	case s.maint.Load():
+		return "MAINT"
+	case s.drain.Load():
+		return "DRAIN"
+	}
+	if s.up.Load() {
+		if f := int(s.falling.Load()); f > 0 && s.Checked {
+			return "UP " + strconv.Itoa(f) + "/" + strconv.Itoa(s.Fall)
+		}
+		return "UP"
+	}
+	if r := int(s.rising.Load()); r > 0 && s.Checked {
+		return "DOWN " + strconv.Itoa(r) + "/" + strconv.Itoa(s.Rise)
+	}
+	return "DOWN"
+}
+
+// LastChange is when the server last went UP or DOWN.
+func (s *Server) LastChange() time.Time { return time.Unix(0, s.lastChange.Load()) }
+
+// Downtime is the total time spent DOWN.
+func (s *Server) Downtime() time.Duration {
+	d := s.downtime.Load()
+	if since := s.downSince.Load(); since != 0 {
+		d += time.Now().UnixNano() - since
+	}
+	return time.Duration(d)
+}
+
+// Drain reports whether the server is draining.
+func (s *Server) Drain() bool { return s.drain.Load() }
+
+// SetDrain puts the server in or out of drain: no new load-balanced
+// connections, those under way go on.
+func (s *Server) SetDrain(d bool) { s.drain.Store(d) }
+
+// SetMaxConn changes the connection cap; zero removes it.
+func (s *Server) SetMaxConn(n int) { s.maxConn.Store(int64(n)) }
 
 // Weight returns the current weight.
 func (s *Server) Weight() int { return int(s.weight.Load()) }
@@ -52,7 +132,22 @@ func (s *Server) MaxConn() int { return int(s.maxConn.Load()) }
 func (s *Server) Up() bool { return s.up.Load() }
 
 // SetUp records a health verdict and reports whether it changed.
-func (s *Server) SetUp(up bool) bool { return s.up.Swap(up) != up }
+func (s *Server) SetUp(up bool) bool {
+	if s.up.Swap(up) == up {
+		return false
+	}
+	now := time.Now().UnixNano()
+	s.lastChange.Store(now)
+	if up {
+		if since := s.downSince.Swap(0); since != 0 {
+			s.downtime.Add(now - since)
+		}
+	} else {
+		s.downSince.Store(now)
+		s.Downs.Add(1)
+	}
+	return true
+}
 
 // Maint reports whether the server is in maintenance.
 func (s *Server) Maint() bool { return s.maint.Load() }
@@ -67,7 +162,7 @@ func (s *Server) Running() bool { return s.up.Load() && !s.maint.Load() }
 // Eligible reports whether load-balancing may choose it now: running,
 // weighted, and below its connection cap.
 func (s *Server) Eligible() bool {
-	if !s.Running() || s.weight.Load() == 0 {
+	if !s.Running() || s.drain.Load() || s.weight.Load() == 0 {
 		return false
 	}
 	m := s.maxConn.Load()

@@ -1,0 +1,305 @@
+package api
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"sluice/daemon/backend"
+	"sluice/daemon/server"
+)
+
+// levels orders the access levels.
+var levels = map[string]int{"user": 0, "operator": 1, "admin": 2}
+
+// cmd is one runtime command: the words it starts with, the level it
+// needs, and what it does.
+type cmd struct {
+	prefix []string
+	level  string
+	usage  string
+	run    func(s *Server, w io.Writer, args []string) string // returns an error message, or ""
+}
+
+var commands []cmd
+
+// init fills commands here because help lists them.
+func init() {
+	commands = []cmd{
+		{[]string{"help"}, "user", "help                                    : this list", cmdHelp},
+		{[]string{"show", "info"}, "user", "show info [json]                        : process information", cmdShowInfo},
+		{[]string{"show", "stat"}, "user", "show stat                               : statistics, HAProxy 2.6 CSV", cmdShowStat},
+		{[]string{"show", "servers", "state"}, "user", "show servers state [backend]            : servers' live state", cmdServersState},
+		{[]string{"show", "backend"}, "user", "show backend                            : list backends", cmdShowBackend},
+		{[]string{"disable", "server"}, "operator", "disable server B/S                      : put a server in maintenance", cmdDisable},
+		{[]string{"enable", "server"}, "operator", "enable server B/S                       : take a server out of maintenance", cmdEnable},
+		{[]string{"set", "server"}, "operator", "set server B/S state ready|drain|maint  : change a server's state\nset server B/S weight N                 : change a server's weight", cmdSetServer},
+		{[]string{"set", "maxconn", "server"}, "admin", "set maxconn server B/S N                : change a server's connection cap", cmdSetMaxConn},
+		{[]string{"_drain"}, "admin", "_drain                                  : stop accepting and finish the sessions under way", cmdDrain},
+	}
+}
+
+func (s *Server) command(w io.Writer, line string) {
+	words := strings.Fields(line)
+	for _, c := range commands {
+		if len(words) < len(c.prefix) || !equalWords(words[:len(c.prefix)], c.prefix) {
+			continue
+		}
+		if levels[s.cfg.Level] < levels[c.level] {
+			fmt.Fprint(w, "Permission denied\n\n")
+			return
+		}
+		if msg := c.run(s, w, words[len(c.prefix):]); msg != "" {
+			fmt.Fprintf(w, "%s\n\n", msg)
+		}
+		return
+	}
+	fmt.Fprintf(w, "Unknown command: '%s'\n", line)
+	cmdHelp(s, w, nil)
+}
+
+func equalWords(a, b []string) bool {
+	for i := range b {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func cmdHelp(s *Server, w io.Writer, _ []string) string {
+	fmt.Fprintln(w, "The following commands are valid at this level:")
+	for _, c := range commands {
+		if levels[s.cfg.Level] >= levels[c.level] {
+			fmt.Fprintf(w, "  %s\n", strings.ReplaceAll(c.usage, "\n", "\n  "))
+		}
+	}
+	if s.cfg.Level == "admin" && s.cfg.ExposeListeners {
+		fmt.Fprintln(w, "  _getsocks                               : send the listening sockets (sluice run --takeover)")
+	}
+	fmt.Fprintln(w, "  prompt                                  : toggle interactive mode\n  quit                                    : close the connection")
+	fmt.Fprintln(w)
+	return ""
+}
+
+func cmdShowInfo(s *Server, w io.Writer, args []string) string {
+	lines := infoLines(s.Engine, s.Started)
+	if len(args) > 0 && args[0] == "json" {
+		type field struct {
+			Field struct {
+				Pos  int    `json:"pos"`
+				Name string `json:"name"`
+			} `json:"field"`
+			ProcessNum int `json:"processNum"`
+			Value      struct {
+				Type  string `json:"type"`
+				Value string `json:"value"`
+			} `json:"value"`
+		}
+		out := make([]field, len(lines))
+		for i, l := range lines {
+			out[i].Field.Pos, out[i].Field.Name, out[i].ProcessNum = i, l[0], 1
+			out[i].Value.Type, out[i].Value.Value = "str", l[1]
+		}
+		b, _ := json.Marshal(out)
+		fmt.Fprintf(w, "%s\n\n", b)
+		return ""
+	}
+	for _, l := range lines {
+		fmt.Fprintf(w, "%s: %s\n", l[0], l[1])
+	}
+	fmt.Fprintln(w)
+	return ""
+}
+
+func cmdShowStat(s *Server, w io.Writer, _ []string) string {
+	writeStatCSV(w, statRows(s.Engine))
+	return ""
+}
+
+// cmdServersState prints HAProxy's "show servers state" format (version 1).
+func cmdServersState(s *Server, w io.Writer, args []string) string {
+	fmt.Fprintln(w, "1")
+	fmt.Fprintln(w, "# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port")
+	found := false
+	for i, b := range s.Engine.Backends {
+		if len(args) > 0 && args[0] != b.Name {
+			continue
+		}
+		found = true
+		for _, sv := range b.Servers {
+			host, port, _ := net.SplitHostPort(sv.Addr)
+			op := 2 // running
+			if !sv.Up() {
+				op = 0
+			}
+			admin := 0
+			if sv.Maint() {
+				admin = 1
+			}
+			if sv.Drain() {
+				admin |= 8
+			}
+			fmt.Fprintf(w, "%d %s %d %s %s %d %d %d %d %d %d %d %d %d 0 0 0 - %s - 0 0 - - 0\n",
+				len(s.Engine.Frontends)+i+1, b.Name, sv.ID, sv.Name, host, op, admin, sv.Weight(), sv.Weight(),
+				timeSince(sv), checkResult(sv), 0, sv.Rise, boolInt(sv.Checked), port)
+		}
+	}
+	if len(args) > 0 && !found {
+		return fmt.Sprintf("Can't find backend '%s'.", args[0])
+	}
+	fmt.Fprintln(w)
+	return ""
+}
+
+func timeSince(sv *server.Server) int64 { return nowUnix() - sv.LastChange().Unix() }
+
+func checkResult(sv *server.Server) int {
+	if !sv.Checked {
+		return 1
+	}
+	if sv.Up() {
+		return 6
+	}
+	return 0
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func cmdShowBackend(s *Server, w io.Writer, _ []string) string {
+	fmt.Fprintln(w, "# name")
+	names := []string{}
+	for _, b := range s.Engine.Backends {
+		names = append(names, b.Name)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintln(w, n)
+	}
+	fmt.Fprintln(w)
+	return ""
+}
+
+// lookup resolves "backend/server".
+func (s *Server) lookup(arg string) (*backend.Backend, *server.Server, string) {
+	bn, sn, ok := strings.Cut(arg, "/")
+	if !ok {
+		return nil, nil, "Require 'backend/server'."
+	}
+	for _, b := range s.Engine.Backends {
+		if b.Name == bn {
+			if sv := b.Server(sn); sv != nil {
+				return b, sv, ""
+			}
+			return nil, nil, "No such server."
+		}
+	}
+	return nil, nil, "No such backend."
+}
+
+func (s *Server) audit(action string, sv *server.Server) {
+	s.log.Info("runtime change", "action", action, "backend", sv.Backend, "server", sv.Name)
+}
+
+func cmdDisable(s *Server, w io.Writer, args []string) string {
+	if len(args) != 1 {
+		return "Require 'backend/server'."
+	}
+	_, sv, msg := s.lookup(args[0])
+	if sv == nil {
+		return msg
+	}
+	sv.SetMaint(true)
+	s.audit("disable", sv)
+	return ""
+}
+
+func cmdEnable(s *Server, w io.Writer, args []string) string {
+	if len(args) != 1 {
+		return "Require 'backend/server'."
+	}
+	b, sv, msg := s.lookup(args[0])
+	if sv == nil {
+		return msg
+	}
+	sv.SetMaint(false)
+	b.Dispatch()
+	s.audit("enable", sv)
+	return ""
+}
+
+func cmdSetServer(s *Server, w io.Writer, args []string) string {
+	if len(args) != 3 {
+		return "Require 'backend/server' and 'state ready|drain|maint' or 'weight N'."
+	}
+	b, sv, msg := s.lookup(args[0])
+	if sv == nil {
+		return msg
+	}
+	switch args[1] {
+	case "state":
+		switch args[2] {
+		case "ready":
+			sv.SetMaint(false)
+			sv.SetDrain(false)
+			b.Dispatch()
+		case "drain":
+			sv.SetMaint(false)
+			sv.SetDrain(true)
+		case "maint":
+			sv.SetMaint(true)
+		default:
+			return "'set server <srv> state' expects 'ready', 'drain' and 'maint'."
+		}
+		s.audit("state "+args[2], sv)
+	case "weight":
+		wt, err := strconv.Atoi(strings.TrimSuffix(args[2], "%"))
+		if err != nil || wt < 0 || wt > 256 {
+			return "Integer value between 0 and 256 expected."
+		}
+		b.SetWeight(sv, wt)
+		s.audit("weight "+args[2], sv)
+	default:
+		return "'set server <srv>' only supports 'state' and 'weight'."
+	}
+	return ""
+}
+
+func cmdSetMaxConn(s *Server, w io.Writer, args []string) string {
+	if len(args) != 2 {
+		return "Require 'backend/server' and a number."
+	}
+	b, sv, msg := s.lookup(args[0])
+	if sv == nil {
+		return msg
+	}
+	m, err := strconv.Atoi(args[1])
+	if err != nil || m < 0 {
+		return "Integer value expected."
+	}
+	sv.SetMaxConn(m)
+	b.Dispatch()
+	s.audit("maxconn "+args[1], sv)
+	return ""
+}
+
+func cmdDrain(s *Server, w io.Writer, _ []string) string {
+	s.log.Info("drain requested over the admin socket")
+	fmt.Fprint(w, "OK\n\n")
+	if s.OnDrain != nil {
+		s.OnDrain()
+	}
+	return ""
+}
+
+func nowUnix() int64 { return time.Now().Unix() }

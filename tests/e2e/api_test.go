@@ -1,0 +1,177 @@
+package e2e
+
+import (
+	"encoding/csv"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// adminConfig is a frontend and a backend with admin sockets at two levels.
+func adminConfig(t *testing.T, fe string, body string) (cfg, admin, user string) {
+	dir := filepath.Dir(controlPath(t))
+	admin, user = filepath.Join(dir, "admin.sock"), filepath.Join(dir, "user.sock")
+	cfg = fmt.Sprintf(`global {
+  admin_socket %q {
+    level = "admin"
+    mode  = "0660"
+  }
+  admin_socket %q { level = "user" }
+}
+`, admin, user) + config(fe, body)
+	return cfg, admin, user
+}
+
+func ctl(t *testing.T, sock string, cmd ...string) (string, int) {
+	t.Helper()
+	out, errOut, code := sluice(t, append([]string{"ctl", "-s", sock}, cmd...)...)
+	return out + errOut, code
+}
+
+// stat parses show stat into rows keyed by "pxname/svname", fields by name.
+func stat(t *testing.T, sock string) map[string]map[string]string {
+	t.Helper()
+	out, code := ctl(t, sock, "show", "stat")
+	if code != 0 {
+		t.Fatalf("show stat: %s", out)
+	}
+	r := csv.NewReader(strings.NewReader(strings.TrimPrefix(out, "# ")))
+	r.FieldsPerRecord = -1
+	recs, err := r.ReadAll()
+	if err != nil {
+		t.Fatalf("CSV: %v\n%s", err, out)
+	}
+	rows := map[string]map[string]string{}
+	for _, rec := range recs[1:] {
+		m := map[string]string{}
+		for i, name := range recs[0] {
+			if i < len(rec) {
+				m[name] = rec[i]
+			}
+		}
+		rows[m["pxname"]+"/"+m["svname"]] = m
+	}
+	return rows
+}
+
+func TestShowStatCountsExactly(t *testing.T) {
+	t.Parallel()
+	a, b := newBackend(t, "a"), newBackend(t, "b")
+	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg, admin, _ := adminConfig(t, fe, servers(a, b))
+	startSluice(t, cfg)
+	out, _ := ctl(t, admin, "show", "stat")
+	header, _, _ := strings.Cut(out, "\n")
+	want, _ := os.ReadFile("../../daemon/api/testdata/haproxy-2.6-show-stat-header.txt")
+	if header != strings.TrimSpace(string(want)) {
+		t.Errorf("header differs from HAProxy 2.6's:\n%s", header)
+	}
+	// 40 sessions from 8 concurrent clients, each sending 100 bytes that the
+	// server echoes after its 2-byte greeting.
+	var wg sync.WaitGroup
+	payload := strings.Repeat("x", 99) + "\n"
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 5 {
+				c, _ := dial(t, fe)
+				io.WriteString(c, payload)
+				buf := make([]byte, 100)
+				io.ReadFull(c.r, buf)
+				c.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	var rows map[string]map[string]string
+	eventually(t, 3*time.Second, "every session to end", func() bool {
+		rows = stat(t, admin)
+		return rows["fe/FRONTEND"]["scur"] == "0" && rows["be/BACKEND"]["bout"] == "4080"
+	})
+	checks := []struct{ row, field, want string }{
+		{"fe/FRONTEND", "stot", "40"}, {"fe/FRONTEND", "bin", "4000"}, {"fe/FRONTEND", "bout", "4080"},
+		{"fe/FRONTEND", "status", "OPEN"}, {"fe/FRONTEND", "scur", "0"},
+		{"be/BACKEND", "stot", "40"}, {"be/BACKEND", "bin", "4000"}, {"be/BACKEND", "bout", "4080"},
+		{"be/BACKEND", "act", "2"}, {"be/BACKEND", "status", "UP"}, {"be/BACKEND", "algo", "roundrobin"},
+		{"be/a", "stot", "20"}, {"be/b", "stot", "20"}, {"be/a", "lbtot", "20"}, {"be/a", "bout", "2040"},
+		{"be/a", "status", "UP"}, {"be/a", "check_status", "no check"}, {"be/a", "addr", a.addr},
+	}
+	for _, c := range checks {
+		if got := rows[c.row][c.field]; got != c.want {
+			t.Errorf("%s %s = %q, want %q", c.row, c.field, got, c.want)
+		}
+	}
+}
+
+func TestRuntimeCommandsAndLevels(t *testing.T) {
+	t.Parallel()
+	a, b := newBackend(t, "a"), newBackend(t, "b")
+	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg, admin, user := adminConfig(t, fe, servers(a, b))
+	startSluice(t, cfg)
+	if st, _ := os.Stat(admin); st == nil || st.Mode().Perm() != 0o660 {
+		t.Errorf("admin socket mode %v, want 0660", st.Mode().Perm())
+	}
+	if out, code := ctl(t, user, "disable", "server", "be/a"); code == 0 || !strings.Contains(out, "Permission denied") {
+		t.Errorf("a user-level socket accepted disable server: %q", out)
+	}
+	if out, code := ctl(t, user, "show", "info"); code != 0 || !strings.Contains(out, "Name: sluice") {
+		t.Errorf("show info at user level: %q", out)
+	}
+	if out, code := ctl(t, admin, "disable server be/a"); code != 0 {
+		t.Fatalf("disable: %s", out)
+	}
+	for range 6 {
+		if g := greet(t, fe); g != "b" {
+			t.Fatalf("with a in maintenance got %q", g)
+		}
+	}
+	if rows := stat(t, admin); rows["be/a"]["status"] != "MAINT" || rows["be/BACKEND"]["act"] != "1" {
+		t.Errorf("after disable: status %q, act %q", rows["be/a"]["status"], rows["be/BACKEND"]["act"])
+	}
+	// Several commands on one line; then weights 3:1.
+	ctl(t, admin, "enable server be/a; set server be/a weight 3")
+	got := map[string]int{}
+	for range 8 {
+		got[greet(t, fe)]++
+	}
+	if got["a"] != 6 || got["b"] != 2 {
+		t.Errorf("after weight 3:1, 8 connections went %v", got)
+	}
+	ctl(t, admin, "set server be/b state drain")
+	if g := greet(t, fe); g != "a" {
+		t.Errorf("with b draining got %q", g)
+	}
+	if rows := stat(t, admin); rows["be/b"]["status"] != "DRAIN" || rows["be/a"]["weight"] != "3" {
+		t.Errorf("after drain: %q, weight a %q", rows["be/b"]["status"], rows["be/a"]["weight"])
+	}
+	if out, _ := ctl(t, admin, "show servers state be"); !strings.Contains(out, "be 1 a 127.0.0.1 2 0 3 3") {
+		t.Errorf("show servers state:\n%s", out)
+	}
+}
+
+func TestInteractivePrompt(t *testing.T) {
+	t.Parallel()
+	a := newBackend(t, "a")
+	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg, admin, _ := adminConfig(t, fe, servers(a))
+	startSluice(t, cfg)
+	c, err := net.Dial("unix", admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprint(c, "prompt\nshow backend\nshow info\nquit\n")
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	out, _ := io.ReadAll(c)
+	if !strings.Contains(string(out), "> # name\nbe\n") || !strings.Contains(string(out), "Name: sluice") {
+		t.Errorf("prompt session:\n%s", out)
+	}
+}
