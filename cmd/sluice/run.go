@@ -107,6 +107,19 @@ func serve(paths []string, worker bool, takeover string, log *slog.Logger, stder
 		log.Error("cannot start", "err", err)
 		return 1
 	}
+	// Runtime changes (maintenance, drain, weights) made on the previous
+	// generation survive: ask it over its admin socket, which ours replaces.
+	for _, a := range cfg.Global.AdminSockets {
+		if a.Level == "user" {
+			continue
+		}
+		if state, err := api.Command(a.Path, "show servers state"); err == nil {
+			if n := api.ApplyServersState(e, state); n > 0 {
+				log.Info("kept the runtime state of the previous generation", "servers", n)
+			}
+		}
+		break
+	}
 	e.Start()
 	if takeover != "" {
 		// We accept on the same sockets now: the predecessor may drain.

@@ -146,7 +146,7 @@ func cmdServersState(s *Server, w io.Writer, args []string) string {
 				admin |= 8
 			}
 			fmt.Fprintf(w, "%d %s %d %s %s %d %d %d %d %d %d %d %d %d 0 0 0 - %s - 0 0 - - 0\n",
-				len(s.Engine.Frontends)+i+1, b.Name, sv.ID, sv.Name, host, op, admin, sv.Weight(), sv.Weight(),
+				len(s.Engine.Frontends)+i+1, b.Name, sv.ID, sv.Name, host, op, admin, sv.Weight(), sv.InitialWeight,
 				timeSince(sv), checkResult(sv), 0, sv.Rise, boolInt(sv.Checked), port)
 		}
 	}
@@ -215,11 +215,12 @@ func cmdDisable(s *Server, w io.Writer, args []string) string {
 	if len(args) != 1 {
 		return "Require 'backend/server'."
 	}
-	_, sv, msg := s.lookup(args[0])
+	b, sv, msg := s.lookup(args[0])
 	if sv == nil {
 		return msg
 	}
 	sv.SetMaint(true)
+	b.Rebalance()
 	s.audit("disable", sv)
 	return ""
 }
@@ -233,6 +234,7 @@ func cmdEnable(s *Server, w io.Writer, args []string) string {
 		return msg
 	}
 	sv.SetMaint(false)
+	b.Rebalance()
 	b.Dispatch()
 	s.audit("enable", sv)
 	return ""
@@ -261,6 +263,7 @@ func cmdSetServer(s *Server, w io.Writer, args []string) string {
 		default:
 			return "'set server <srv> state' expects 'ready', 'drain' and 'maint'."
 		}
+		b.Rebalance()
 		s.audit("state "+args[2], sv)
 	case "weight":
 		wt, err := strconv.Atoi(strings.TrimSuffix(args[2], "%"))

@@ -46,10 +46,20 @@ type balancers struct {
 	active, backup balance.Balancer
 }
 
-// rebalance builds the balancers from the servers' current weights.
+// Rebalance rebuilds the balancers from the servers' current weights and
+// states. Call it when a server goes up or down, into or out of
+// maintenance or drain: round robin's sequence holds only servers in
+// service, so that a missing server's turns are shared out evenly instead
+// of falling to its neighbour.
+func (b *Backend) Rebalance() { b.rebalance() }
+
 func (b *Backend) rebalance() error {
 	var actives, backups []*server.Server
+	rr := b.Config.Balance == "roundrobin" || b.Config.Balance == "static-rr"
 	for _, s := range b.Servers {
+		if rr && (!s.Running() || s.Drain()) {
+			continue
+		}
 		if s.Backup {
 			backups = append(backups, s)
 		} else {

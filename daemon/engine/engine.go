@@ -220,6 +220,7 @@ func (e *Engine) noSource(s *server.Server, src *hcl.Source, inUse int) {
 // lets queued sessions use a server that came back.
 func (e *Engine) transition(b *backend.Backend) func(check.Transition) {
 	return func(t check.Transition) {
+		b.Rebalance()
 		s, r := t.Server, t.Result
 		active, backup := b.Running()
 		info := ""

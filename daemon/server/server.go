@@ -35,6 +35,8 @@ type Server struct {
 	rising     atomic.Int32 // successes so far while going up
 	falling    atomic.Int32 // failures so far while going down
 
+	// InitialWeight is the configured weight.
+	InitialWeight int
 	// Checked is true when a health check runs for the server.
 	Checked bool
 	// Rise and Fall are the check's thresholds, for "UP 1/3" displays.
@@ -52,6 +54,7 @@ type Server struct {
 func New(backend, name, addr string, weight, maxConn int) *Server {
 	s := &Server{Backend: backend, Name: name, Addr: addr}
 	s.weight.Store(int32(weight))
+	s.InitialWeight = weight
 	s.maxConn.Store(int64(maxConn))
 	s.up.Store(true)
 	s.lastChange.Store(time.Now().UnixNano())

@@ -152,7 +152,7 @@ func TestRuntimeCommandsAndLevels(t *testing.T) {
 	if rows := stat(t, admin); rows["be/b"]["status"] != "DRAIN" || rows["be/a"]["weight"] != "3" {
 		t.Errorf("after drain: %q, weight a %q", rows["be/b"]["status"], rows["be/a"]["weight"])
 	}
-	if out, _ := ctl(t, admin, "show servers state be"); !strings.Contains(out, "be 1 a 127.0.0.1 2 0 3 3") {
+	if out, _ := ctl(t, admin, "show servers state be"); !strings.Contains(out, "be 1 a 127.0.0.1 2 0 3 1") {
 		t.Errorf("show servers state:\n%s", out)
 	}
 }
@@ -173,5 +173,29 @@ func TestInteractivePrompt(t *testing.T) {
 	out, _ := io.ReadAll(c)
 	if !strings.Contains(string(out), "> # name\nbe\n") || !strings.Contains(string(out), "Name: sluice") {
 		t.Errorf("prompt session:\n%s", out)
+	}
+}
+
+func TestRuntimeStateSurvivesReload(t *testing.T) {
+	t.Parallel()
+	a, b, c := newBackend(t, "a"), newBackend(t, "b"), newBackend(t, "c")
+	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg, admin, _ := adminConfig(t, fe, servers(a, b, c))
+	d := startSluice(t, cfg)
+	ctl(t, admin, "disable server be/a; set server be/b weight 3")
+	if _, errOut, code := d.reload(""); code != 0 {
+		t.Fatalf("reload: %s", errOut)
+	}
+	d.waitLog(`kept the runtime state of the previous generation .*servers=2`, 3*time.Second)
+	rows := stat(t, admin)
+	if rows["be/a"]["status"] != "MAINT" || rows["be/b"]["weight"] != "3" || rows["be/c"]["weight"] != "1" {
+		t.Errorf("after reload: a %q, b weight %q, c weight %q", rows["be/a"]["status"], rows["be/b"]["weight"], rows["be/c"]["weight"])
+	}
+	got := map[string]int{}
+	for range 8 {
+		got[greet(t, fe)]++
+	}
+	if got["a"] != 0 || got["b"] != 6 || got["c"] != 2 {
+		t.Errorf("after reload, 8 connections went %v; want b 6, c 2, a none", got)
 	}
 }
