@@ -12,6 +12,7 @@ import (
 
 	"sluice/daemon/backend"
 	"sluice/daemon/server"
+	"sluice/daemon/stats"
 )
 
 // levels orders the access levels.
@@ -39,6 +40,10 @@ func init() {
 		{[]string{"disable", "server"}, "operator", "disable server B/S                      : put a server in maintenance", cmdDisable},
 		{[]string{"enable", "server"}, "operator", "enable server B/S                       : take a server out of maintenance", cmdEnable},
 		{[]string{"set", "server"}, "operator", "set server B/S state ready|drain|maint  : change a server's state\nset server B/S weight N                 : change a server's weight", cmdSetServer},
+		{[]string{"show", "sess"}, "user", "show sess                               : established sessions", cmdShowSess},
+		{[]string{"set", "maxconn", "frontend"}, "admin", "set maxconn frontend F N                : change a frontend's connection limit", cmdSetMaxConnFrontend},
+		{[]string{"shutdown", "sessions", "server"}, "admin", "shutdown sessions server B/S            : kill every session of a server", cmdShutdownSessions},
+		{[]string{"clear", "counters"}, "operator", "clear counters [all]                    : reset maximums (all: every counter)", cmdClearCounters},
 		{[]string{"set", "maxconn", "server"}, "admin", "set maxconn server B/S N                : change a server's connection cap", cmdSetMaxConn},
 		{[]string{"_drain"}, "admin", "_drain                                  : stop accepting and finish the sessions under way", cmdDrain},
 	}
@@ -306,3 +311,73 @@ func cmdDrain(s *Server, w io.Writer, _ []string) string {
 }
 
 func nowUnix() int64 { return time.Now().Unix() }
+
+func cmdShowSess(s *Server, w io.Writer, _ []string) string {
+	for _, b := range s.Engine.Backends {
+		for _, sv := range b.Servers {
+			sv.Sessions(func(ss server.Session) { fmt.Fprintln(w, ss.String()) })
+		}
+	}
+	fmt.Fprintln(w)
+	return ""
+}
+
+func cmdSetMaxConnFrontend(s *Server, w io.Writer, args []string) string {
+	if len(args) != 2 {
+		return "Require a frontend name and a number."
+	}
+	m, err := strconv.Atoi(args[1])
+	if err != nil || m < 0 {
+		return "Integer value expected."
+	}
+	for _, f := range s.Engine.Frontends {
+		if f.Name == args[0] {
+			f.Limit.SetMax(m)
+			s.log.Info("runtime change", "action", "maxconn "+args[1], "frontend", f.Name)
+			return ""
+		}
+	}
+	return "No such frontend."
+}
+
+func cmdShutdownSessions(s *Server, w io.Writer, args []string) string {
+	if len(args) != 1 {
+		return "Require 'backend/server'."
+	}
+	_, sv, msg := s.lookup(args[0])
+	if sv == nil {
+		return msg
+	}
+	n := 0
+	sv.Sessions(func(ss server.Session) { ss.Kill(); n++ })
+	s.log.Info("runtime change", "action", "shutdown sessions", "backend", sv.Backend, "server", sv.Name, "sessions", n)
+	return ""
+}
+
+func cmdClearCounters(s *Server, w io.Writer, args []string) string {
+	all := len(args) > 0 && args[0] == "all"
+	if all && levels[s.cfg.Level] < levels["admin"] {
+		return "Permission denied"
+	}
+	clear := func(c *stats.Counters) {
+		if all {
+			c.ClearAll()
+		} else {
+			c.ClearMax()
+		}
+	}
+	clear(&s.Engine.Process.Stats)
+	for _, f := range s.Engine.Frontends {
+		clear(&f.Stats)
+	}
+	for _, b := range s.Engine.Backends {
+		clear(&b.Stats)
+		for _, sv := range b.Servers {
+			clear(&sv.Stats)
+			if all {
+				sv.Selected.Store(0)
+			}
+		}
+	}
+	return ""
+}

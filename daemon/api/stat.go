@@ -35,8 +35,8 @@ func statRows(e *engine.Engine) []row {
 		iid++
 		st := &f.Stats
 		lim := int64(e.Process.MaxConn())
-		if f.Config.MaxConn > 0 {
-			lim = int64(f.Config.MaxConn)
+		if m := f.Limit.Max(); m > 0 {
+			lim = int64(m)
 		}
 		rows = append(rows, row{
 			"pxname": f.Name, "svname": "FRONTEND", "scur": n(st.Cur.Load()), "smax": n(st.Max.Load()), "slim": n(lim),

@@ -7,6 +7,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -23,17 +24,17 @@ import (
 // Process holds what all frontends share: the global connection limit
 // and count.
 type Process struct {
-	slots chan struct{}
+	Limit *Limit
 	Stats stats.Counters
 }
 
 // NewProcess returns a process-wide limit of maxConn connections.
 func NewProcess(maxConn int) *Process {
-	return &Process{slots: make(chan struct{}, maxConn)}
+	return &Process{Limit: NewLimit(maxConn)}
 }
 
 // MaxConn is the process-wide limit.
-func (p *Process) MaxConn() int { return cap(p.slots) }
+func (p *Process) MaxConn() int { return p.Limit.Max() }
 
 // Frontend accepts connections for one frontend section.
 type Frontend struct {
@@ -42,20 +43,20 @@ type Frontend struct {
 	Backend *backend.Backend
 	Stats   stats.Counters
 	process *Process
-	slots   chan struct{} // nil: only the process limit applies
-	logs    *logging.Logger
-	log     *slog.Logger
-	ctx     context.Context
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	// Limit is this frontend's maxconn; its maximum is zero when only the
+	// process limit applies.
+	Limit  *Limit
+	logs   *logging.Logger
+	log    *slog.Logger
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 // NewFrontend builds a frontend; logs may be nil when it does not log.
 func NewFrontend(cfg *hcl.Frontend, be *backend.Backend, p *Process, logs *logging.Logger, log *slog.Logger) *Frontend {
 	f := &Frontend{Name: cfg.Name, Config: cfg, Backend: be, process: p, logs: logs, log: log.With("frontend", cfg.Name)}
-	if cfg.MaxConn > 0 {
-		f.slots = make(chan struct{}, cfg.MaxConn)
-	}
+	f.Limit = NewLimit(cfg.MaxConn)
 	f.ctx, f.cancel = context.WithCancel(context.Background())
 	return f
 }
@@ -96,29 +97,19 @@ func (f *Frontend) Serve(ln *net.TCPListener) error {
 }
 
 func (f *Frontend) acquire() bool {
-	if f.slots != nil {
-		select {
-		case f.slots <- struct{}{}:
-		case <-f.ctx.Done():
-			return false
-		}
-	}
-	select {
-	case f.process.slots <- struct{}{}:
-		return true
-	case <-f.ctx.Done():
-		if f.slots != nil {
-			<-f.slots
-		}
+	if !f.Limit.Acquire(f.ctx) {
 		return false
 	}
+	if !f.process.Limit.Acquire(f.ctx) {
+		f.Limit.Release()
+		return false
+	}
+	return true
 }
 
 func (f *Frontend) release() {
-	<-f.process.slots
-	if f.slots != nil {
-		<-f.slots
-	}
+	f.process.Limit.Release()
+	f.Limit.Release()
 }
 
 // Stop makes Serve return; sessions under way go on.
@@ -158,7 +149,22 @@ func (f *Frontend) session(c *net.TCPConn) {
 		return
 	}
 	s.tunneled = true
+	s.sc.Server.Track(s)
 	s.tn.start(s.finish)
+}
+
+// Kill ends the session at once (shutdown sessions server); it is logged
+// with the termination state KD.
+func (s *session) Kill() { s.tn.abort('K', 'D') }
+
+// String describes the session for show sess.
+func (s *session) String() string {
+	proto := "tcpv4"
+	if s.client.Addr().Unmap().Is6() {
+		proto = "tcpv6"
+	}
+	return fmt.Sprintf("%p: proto=%s src=%s fe=%s be=%s srv=%s ts=00 age=%s",
+		s, proto, s.client, s.f.Name, s.f.Backend.Name, s.sc.Server.Name, time.Since(s.e.Accept).Round(time.Second))
 }
 
 // setup runs everything before the tunnel; false ends the session, with
@@ -230,6 +236,7 @@ func (s *session) setup() bool {
 func (s *session) finish() {
 	f, be, e := s.f, s.f.Backend, &s.e
 	if s.tunneled {
+		s.sc.Server.Untrack(s)
 		in, out, term := s.tn.result()
 		srv := s.sc.Server
 		e.Bytes, e.Term = out, term

@@ -6,6 +6,7 @@ package server
 
 import (
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -45,6 +46,8 @@ type Server struct {
 	ChecksFailed atomic.Int64
 	Downs        atomic.Int64
 
+	sessions sync.Map // Session to struct{}: connections established to this server
+
 	Stats stats.Counters
 	// Selected counts how often load-balancing chose this server.
 	Selected atomic.Int64
@@ -59,6 +62,29 @@ func New(backend, name, addr string, weight, maxConn int) *Server {
 	s.up.Store(true)
 	s.lastChange.Store(time.Now().UnixNano())
 	return s
+}
+
+// Session is an established connection to a server, as the runtime API
+// sees it.
+type Session interface {
+	// Kill ends the session at once.
+	Kill()
+	// String describes it on one line, for show sess.
+	String() string
+}
+
+// Track registers a session until Untrack.
+func (s *Server) Track(ss Session) { s.sessions.Store(ss, struct{}{}) }
+
+// Untrack forgets a session.
+func (s *Server) Untrack(ss Session) { s.sessions.Delete(ss) }
+
+// Sessions calls f for each established session.
+func (s *Server) Sessions(f func(Session)) {
+	s.sessions.Range(func(k, _ any) bool {
+		f(k.(Session))
+		return true
+	})
 }
 
 // CheckStatus is the last health check's outcome, in HAProxy's codes.

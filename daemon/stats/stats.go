@@ -27,6 +27,21 @@ type Counters struct {
 	SourceExhausted atomic.Int64
 }
 
+// ClearMax resets the maximums (HAProxy's "clear counters").
+func (c *Counters) ClearMax() {
+	c.Max.Store(c.Cur.Load())
+	c.QueueMax.Store(c.QueueCur.Load())
+}
+
+// ClearAll resets every cumulative counter and maximum ("clear counters all").
+func (c *Counters) ClearAll() {
+	c.ClearMax()
+	for _, v := range []*atomic.Int64{&c.Total, &c.BytesIn, &c.BytesOut, &c.Denied, &c.ConnErrors, &c.Retries,
+		&c.Redispatches, &c.ClientAborts, &c.ServerAborts, &c.SourceExhausted} {
+		v.Store(0)
+	}
+}
+
 // Open counts a new session and returns the current count.
 func (c *Counters) Open() int64 {
 	c.Total.Add(1)

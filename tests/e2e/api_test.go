@@ -199,3 +199,55 @@ func TestRuntimeStateSurvivesReload(t *testing.T) {
 		t.Errorf("after reload, 8 connections went %v; want b 6, c 2, a none", got)
 	}
 }
+
+func TestSessionsAndLimitsAtRunTime(t *testing.T) {
+	t.Parallel()
+	a := newBackend(t, "a")
+	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg, admin, _ := adminConfig(t, fe, servers(a))
+	d := startSluice(t, cfg)
+	held1, _ := dial(t, fe)
+	held2, _ := dial(t, fe)
+	defer held2.Close()
+	out, _ := ctl(t, admin, "show sess")
+	if n := strings.Count(out, "fe=fe be=be srv=a"); n != 2 {
+		t.Errorf("show sess lists %d sessions, want 2:\n%s", n, out)
+	}
+	// Killing a server's sessions closes them and logs KD.
+	ctl(t, admin, "shutdown sessions server be/a")
+	for _, c := range []*client{held1, held2} {
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.r.ReadString('\n'); err == nil {
+			t.Error("a killed session still answers")
+		}
+	}
+	d.waitLog(` fe be/a \d+/\d+/\d+ \d+ KD `, 2*time.Second)
+	if rows := stat(t, admin); rows["fe/FRONTEND"]["smax"] != "2" {
+		t.Errorf("smax %q before clear, want 2", rows["fe/FRONTEND"]["smax"])
+	}
+	ctl(t, admin, "clear counters")
+	eventually(t, 2*time.Second, "smax reset", func() bool { return stat(t, admin)["fe/FRONTEND"]["smax"] == "0" })
+	if rows := stat(t, admin); rows["fe/FRONTEND"]["stot"] != "2" {
+		t.Errorf("clear counters (without all) reset stot to %q", rows["fe/FRONTEND"]["stot"])
+	}
+	// maxconn 1 at run time: a second client waits in the kernel's queue.
+	ctl(t, admin, "set maxconn frontend fe 1")
+	if rows := stat(t, admin); rows["fe/FRONTEND"]["slim"] != "1" {
+		t.Errorf("slim %q after set maxconn frontend", rows["fe/FRONTEND"]["slim"])
+	}
+	first, _ := dial(t, fe)
+	second, err := net.Dial("tcp", fe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	second.SetReadDeadline(time.Now().Add(400 * time.Millisecond))
+	if _, err := second.Read(make([]byte, 1)); err == nil {
+		t.Error("a second connection was served with maxconn 1")
+	}
+	first.Close()
+	second.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := second.Read(make([]byte, 1)); err != nil {
+		t.Errorf("the waiting connection was not served after a slot freed: %v", err)
+	}
+}
