@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"sort"
 	"strconv"
 	"strings"
@@ -39,7 +40,7 @@ func init() {
 		{[]string{"show", "backend"}, "user", "show backend                            : list backends", cmdShowBackend},
 		{[]string{"disable", "server"}, "operator", "disable server B/S                      : put a server in maintenance", cmdDisable},
 		{[]string{"enable", "server"}, "operator", "enable server B/S                       : take a server out of maintenance", cmdEnable},
-		{[]string{"set", "server"}, "operator", "set server B/S state ready|drain|maint  : change a server's state\nset server B/S weight N                 : change a server's weight", cmdSetServer},
+		{[]string{"set", "server"}, "operator", "set server B/S state ready|drain|maint  : change a server's state\nset server B/S weight N                 : change a server's weight\nset server B/S addr IP [port N]         : change a server's address", cmdSetServer},
 		{[]string{"show", "sess"}, "user", "show sess                               : established sessions", cmdShowSess},
 		{[]string{"set", "maxconn", "frontend"}, "admin", "set maxconn frontend F N                : change a frontend's connection limit", cmdSetMaxConnFrontend},
 		{[]string{"shutdown", "sessions", "server"}, "admin", "shutdown sessions server B/S            : kill every session of a server", cmdShutdownSessions},
@@ -138,7 +139,7 @@ func cmdServersState(s *Server, w io.Writer, args []string) string {
 		}
 		found = true
 		for _, sv := range b.Servers {
-			host, port, _ := net.SplitHostPort(sv.Addr)
+			host, port, _ := net.SplitHostPort(sv.Addr())
 			op := 2 // running
 			if !sv.Up() {
 				op = 0
@@ -246,8 +247,29 @@ func cmdEnable(s *Server, w io.Writer, args []string) string {
 }
 
 func cmdSetServer(s *Server, w io.Writer, args []string) string {
+	if len(args) == 3 && args[1] == "addr" || len(args) == 5 && args[1] == "addr" && args[3] == "port" {
+		_, sv, msg := s.lookup(args[0])
+		if sv == nil {
+			return msg
+		}
+		ip, err := netip.ParseAddr(args[2])
+		if err != nil {
+			return "Invalid IP address '" + args[2] + "'."
+		}
+		_, port, _ := net.SplitHostPort(sv.Addr())
+		if len(args) == 5 {
+			if p, err := strconv.Atoi(args[4]); err != nil || p < 1 || p > 65535 {
+				return "Invalid port '" + args[4] + "'."
+			}
+			port = args[4]
+		}
+		old := sv.Addr()
+		sv.SetAddr(net.JoinHostPort(ip.String(), port))
+		s.audit("addr "+sv.Addr(), sv)
+		return fmt.Sprintf("IP changed from '%s' to '%s' by 'stats socket command'", old, sv.Addr())
+	}
 	if len(args) != 3 {
-		return "Require 'backend/server' and 'state ready|drain|maint' or 'weight N'."
+		return "Require 'backend/server' and 'state ready|drain|maint', 'weight N' or 'addr IP [port N]'."
 	}
 	b, sv, msg := s.lookup(args[0])
 	if sv == nil {
@@ -270,6 +292,8 @@ func cmdSetServer(s *Server, w io.Writer, args []string) string {
 		}
 		b.Rebalance()
 		s.audit("state "+args[2], sv)
+	case "addr":
+		return "'set server <srv> addr' expects an address and optionally 'port N'."
 	case "weight":
 		wt, err := strconv.Atoi(strings.TrimSuffix(args[2], "%"))
 		if err != nil || wt < 0 || wt > 256 {

@@ -68,7 +68,7 @@ func serverRows(b *backend.Backend, iid int, pid string) []row {
 			"status": s.Status(), "weight": strconv.Itoa(s.Weight()), "uweight": strconv.Itoa(s.Weight()), "act": act, "bck": bck,
 			"lastchg": n(int64(time.Since(s.LastChange()).Seconds())), "pid": pid, "iid": strconv.Itoa(iid),
 			"sid": strconv.Itoa(s.ID), "lbtot": n(s.Selected.Load()), "type": "2", "cli_abrt": n(st.ClientAborts.Load()),
-			"srv_abrt": n(st.ServerAborts.Load()), "addr": s.Addr, "mode": string(b.Config.Mode),
+			"srv_abrt": n(st.ServerAborts.Load()), "addr": s.Addr(), "mode": string(b.Config.Mode),
 		}
 		if m := s.MaxConn(); m > 0 {
 			r["slim"] = strconv.Itoa(m)

@@ -286,7 +286,7 @@ func (b *Backend) Connect(ctx context.Context, client netip.AddrPort) (*Conn, *E
 	for attempt := 0; ; attempt++ {
 		tg := b.targets[s]
 		dialStart := time.Now()
-		conn, release, err := tg.dialer.Dial(ctx, s.Addr, t.Connect)
+		conn, release, err := tg.dialer.Dial(ctx, s.Addr(), t.Connect)
 		if err == nil {
 			c.TCPConn, c.release, c.Server, c.SendProxy = conn, release, s, tg.sendProxy
 			c.ConnectTime = time.Since(dialStart)

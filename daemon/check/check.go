@@ -120,7 +120,7 @@ func (c *Checker) check(ctx context.Context) Result {
 			return d.DialContext(ctx, "tcp", addr)
 		}
 	}
-	conn, err := dial(ctx, c.Server.Addr, cfg.Timeout)
+	conn, err := dial(ctx, c.Server.Addr(), cfg.Timeout)
 	if err != nil {
 		r := Result{Code: "L4CON", Reason: "Layer4 connection problem", Info: errText(err)}
 		if isTimeout(err) {

@@ -17,12 +17,11 @@ import (
 type Server struct {
 	Backend string
 	Name    string
-	// Addr is the resolved IP:port connections go to.
-	Addr   string
-	Backup bool
+	Backup  bool
 	// ID is the server's position in its backend, from 1.
 	ID int
 
+	addr    atomic.Pointer[string] // resolved IP:port connections go to
 	weight  atomic.Int32
 	maxConn atomic.Int64 // zero: no limit
 	up      atomic.Bool  // last health verdict; true when unchecked
@@ -55,7 +54,8 @@ type Server struct {
 
 // New returns a server that is up with the given weight and connection cap.
 func New(backend, name, addr string, weight, maxConn int) *Server {
-	s := &Server{Backend: backend, Name: name, Addr: addr}
+	s := &Server{Backend: backend, Name: name}
+	s.addr.Store(&addr)
 	s.weight.Store(int32(weight))
 	s.InitialWeight = weight
 	s.maxConn.Store(int64(maxConn))
@@ -147,6 +147,12 @@ func (s *Server) SetDrain(d bool) { s.drain.Store(d) }
 
 // SetMaxConn changes the connection cap; zero removes it.
 func (s *Server) SetMaxConn(n int) { s.maxConn.Store(int64(n)) }
+
+// Addr is the IP:port new connections and checks go to.
+func (s *Server) Addr() string { return *s.addr.Load() }
+
+// SetAddr changes the address for new connections (set server addr).
+func (s *Server) SetAddr(a string) { s.addr.Store(&a) }
 
 // Weight returns the current weight.
 func (s *Server) Weight() int { return int(s.weight.Load()) }

@@ -251,3 +251,22 @@ func TestSessionsAndLimitsAtRunTime(t *testing.T) {
 		t.Errorf("the waiting connection was not served after a slot freed: %v", err)
 	}
 }
+
+func TestSetServerAddr(t *testing.T) {
+	t.Parallel()
+	a, b := newBackend(t, "a"), newBackend(t, "b")
+	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg, admin, _ := adminConfig(t, fe, servers(a))
+	startSluice(t, cfg)
+	_, port, _ := net.SplitHostPort(b.addr)
+	out, _ := ctl(t, admin, "set server be/a addr 127.0.0.1 port "+port)
+	if !strings.Contains(out, "IP changed from '"+a.addr+"' to '"+b.addr+"'") {
+		t.Errorf("set server addr: %q", out)
+	}
+	if g := greet(t, fe); g != "b" {
+		t.Errorf("after set server addr got %q, want the server now at that address", g)
+	}
+	if rows := stat(t, admin); rows["be/a"]["addr"] != b.addr {
+		t.Errorf("show stat addr %q", rows["be/a"]["addr"])
+	}
+}
