@@ -35,7 +35,7 @@ func init() {
 	commands = []cmd{
 		{[]string{"help"}, "user", "help                                    : this list", cmdHelp},
 		{[]string{"show", "info"}, "user", "show info [json]                        : process information", cmdShowInfo},
-		{[]string{"show", "stat"}, "user", "show stat                               : statistics, HAProxy 2.6 CSV", cmdShowStat},
+		{[]string{"show", "stat"}, "user", "show stat [typed|json]                  : statistics, HAProxy 2.6 fields", cmdShowStat},
 		{[]string{"show", "servers", "state"}, "user", "show servers state [backend]            : servers' live state", cmdServersState},
 		{[]string{"show", "backend"}, "user", "show backend                            : list backends", cmdShowBackend},
 		{[]string{"disable", "server"}, "operator", "disable server B/S                      : put a server in maintenance", cmdDisable},
@@ -123,8 +123,17 @@ func cmdShowInfo(s *Server, w io.Writer, args []string) string {
 	return ""
 }
 
-func cmdShowStat(s *Server, w io.Writer, _ []string) string {
-	writeStatCSV(w, statRows(s.Engine))
+func cmdShowStat(s *Server, w io.Writer, args []string) string {
+	rows := statRows(s.Engine)
+	switch {
+	case len(args) > 0 && args[len(args)-1] == "json":
+		b, _ := json.Marshal(statJSONRows(rows))
+		fmt.Fprintf(w, "%s\n\n", b)
+	case len(args) > 0 && args[len(args)-1] == "typed":
+		writeStatTyped(w, rows)
+	default:
+		writeStatCSV(w, rows)
+	}
 	return ""
 }
 

@@ -167,3 +167,84 @@ func infoLines(e *engine.Engine, started time.Time) [][2]string {
 		{"Goroutines", strconv.Itoa(runtime.NumGoroutine())},
 	}
 }
+
+// objType is the row's kind in typed and JSON output: F, B or S.
+func objType(r row) string {
+	switch r["svname"] {
+	case "FRONTEND":
+		return "F"
+	case "BACKEND":
+		return "B"
+	}
+	return "S"
+}
+
+// valueType tells a number from a string the way HAProxy's typed output does.
+func valueType(v string) string {
+	if _, err := strconv.ParseUint(v, 10, 64); err == nil {
+		return "u64"
+	}
+	if _, err := strconv.ParseInt(v, 10, 64); err == nil {
+		return "s64"
+	}
+	return "str"
+}
+
+// writeStatTyped writes "show stat typed": one line per non-empty field,
+// "F.iid.sid.pos.name.proc:tags:type:value".
+func writeStatTyped(w io.Writer, rows []row) {
+	for _, r := range rows {
+		for pos, f := range statFields {
+			v, ok := r[f]
+			if !ok || v == "" {
+				continue
+			}
+			fmt.Fprintf(w, "%s.%s.%s.%d.%s.1:MGP:%s:%s\n", objType(r), r["iid"], r["sid"], pos, f, valueType(v), v)
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+// statJSON is one field of "show stat json".
+type statJSON struct {
+	ObjType string `json:"objType"`
+	ProxyID int    `json:"proxyId"`
+	ID      int    `json:"id"`
+	Field   struct {
+		Pos  int    `json:"pos"`
+		Name string `json:"name"`
+	} `json:"field"`
+	ProcessNum int `json:"processNum"`
+	Value      struct {
+		Type  string `json:"type"`
+		Value any    `json:"value"`
+	} `json:"value"`
+}
+
+// statJSONRows is "show stat json": an array per row of its non-empty fields.
+func statJSONRows(rows []row) [][]statJSON {
+	out := make([][]statJSON, 0, len(rows))
+	for _, r := range rows {
+		iid, _ := strconv.Atoi(r["iid"])
+		sid, _ := strconv.Atoi(r["sid"])
+		var fields []statJSON
+		for pos, f := range statFields {
+			v, ok := r[f]
+			if !ok || v == "" {
+				continue
+			}
+			var j statJSON
+			j.ObjType, j.ProxyID, j.ID, j.ProcessNum = objType(r), iid, sid, 1
+			j.Field.Pos, j.Field.Name = pos, f
+			j.Value.Type = valueType(v)
+			if j.Value.Type == "str" {
+				j.Value.Value = v
+			} else {
+				j.Value.Value, _ = strconv.ParseInt(v, 10, 64)
+			}
+			fields = append(fields, j)
+		}
+		out = append(out, fields)
+	}
+	return out
+}

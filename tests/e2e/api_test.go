@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/csv"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -268,5 +269,44 @@ func TestSetServerAddr(t *testing.T) {
 	}
 	if rows := stat(t, admin); rows["be/a"]["addr"] != b.addr {
 		t.Errorf("show stat addr %q", rows["be/a"]["addr"])
+	}
+}
+
+func TestShowStatTypedAndJSON(t *testing.T) {
+	t.Parallel()
+	a := newBackend(t, "a")
+	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg, admin, _ := adminConfig(t, fe, servers(a))
+	startSluice(t, cfg)
+	for range 3 {
+		greet(t, fe)
+	}
+	eventually(t, 2*time.Second, "3 sessions counted", func() bool { return stat(t, admin)["be/a"]["stot"] == "3" })
+	typed, _ := ctl(t, admin, "show stat typed")
+	if !strings.Contains(typed, "S.2.1.7.stot.1:MGP:u64:3\n") || !strings.Contains(typed, "F.1.0.0.pxname.1:MGP:str:fe\n") {
+		t.Errorf("show stat typed:\n%s", typed)
+	}
+	js, _ := ctl(t, admin, "show stat json")
+	var rows [][]struct {
+		ObjType string `json:"objType"`
+		Field   struct{ Name string } `json:"field"`
+		Value   struct {
+			Type  string
+			Value any
+		} `json:"value"`
+	}
+	if err := json.Unmarshal([]byte(js), &rows); err != nil {
+		t.Fatalf("show stat json does not parse: %v\n%s", err, js)
+	}
+	found := false
+	for _, r := range rows {
+		for _, f := range r {
+			if f.ObjType == "S" && f.Field.Name == "stot" && f.Value.Value == float64(3) {
+				found = true
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no server stot of 3 in show stat json:\n%s", js)
 	}
 }
