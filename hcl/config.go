@@ -134,9 +134,17 @@ type Frontend struct {
 	DefaultBackend string
 	TCPRequest     []TCPRule
 	Timeouts       Timeouts
+	// Prometheus, if set, makes this an HTTP service answering metrics at
+	// its URI (HTTP proxying comes later).
+	Prometheus *Prometheus
 	// Log sends one line per connection to the global log targets.
 	Log   bool
 	Range hcl.Range
+}
+
+// Prometheus serves metrics in the Prometheus text format.
+type Prometheus struct {
+	URI string // default "/metrics"
 }
 
 // Backend is a set of servers and how to choose between them.

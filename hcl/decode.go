@@ -63,6 +63,14 @@ type proxyBlock struct {
 
 	// Backend side.
 	Servers []*serverBlock `hcl:"server,block"`
+
+	// Services answered by sluice itself (HTTP mode).
+	Prometheus []*prometheusBlock `hcl:"prometheus,block"`
+}
+
+type prometheusBlock struct {
+	URI   hcl.Expression `hcl:"uri,optional"`
+	Range hcl.Range      `hcl:",def_range"`
 }
 
 type timeoutBlock struct {
@@ -254,6 +262,9 @@ func (d *decoder) onlyDefaults(p *proxyBlock) {
 	for _, s := range p.Servers {
 		d.errorf(s.Range, "Unsupported block type", "Servers belong in a backend or listen section.")
 	}
+	for _, pb := range p.Prometheus {
+		d.errorf(pb.Range, "Unsupported block type", "prometheus belongs in a frontend or listen section.")
+	}
 }
 
 func (d *decoder) onlyFrontend(s section) {
@@ -278,6 +289,9 @@ func (d *decoder) onlyBackend(s section) {
 	})
 	for _, r := range p.TCPRequest {
 		d.errorf(r.ActionRange, "Unsupported block type", "tcp_request rules belong in a frontend or listen section.")
+	}
+	for _, pb := range p.Prometheus {
+		d.errorf(pb.Range, "Unsupported block type", "prometheus belongs in a frontend or listen section.")
 	}
 }
 
@@ -355,8 +369,7 @@ func (d *decoder) mode(p, def *proxyBlock) Mode {
 	m := Mode(d.str(e, "mode", "tcp"))
 	switch m {
 	case ModeTCP:
-	case ModeHTTP:
-		d.errorf(e.Range(), "HTTP mode not available", "This build of sluice proxies TCP only; set mode = \"tcp\".")
+	case ModeHTTP: // checked by the frontend and backend: services only, for now
 	default:
 		d.errorf(e.Range(), "Unknown mode", "mode must be \"tcp\" or \"http\", not %q.", m)
 	}
@@ -427,6 +440,23 @@ func (d *decoder) frontend(s section, def *proxyBlock) *Frontend {
 		Range:       s.block.DefRange,
 	}
 	fe.DefaultBackend = d.str(p.DefaultBackend, "default_backend", "")
+	if pb := single(d, p.Prometheus, func(b *prometheusBlock) hcl.Range { return b.Range }, "prometheus"); pb != nil {
+		uri := d.str(pb.URI, "uri", "/metrics")
+		if !strings.HasPrefix(uri, "/") {
+			d.errorf(pb.URI.Range(), "Invalid uri", "The uri must start with \"/\", not %q.", uri)
+		}
+		fe.Prometheus = &Prometheus{URI: uri}
+		if fe.Mode != ModeHTTP {
+			d.errorf(pb.Range, "Prometheus needs HTTP mode", "Set mode = \"http\" in the %s section %q to serve metrics.", s.kind, s.name)
+		}
+	}
+	if fe.Mode == ModeHTTP && fe.Prometheus == nil {
+		rng := s.block.DefRange
+		if e := pick(p.Mode, def.Mode); e != nil {
+			rng = e.Range()
+		}
+		d.errorf(rng, "HTTP proxying not available", "This version of sluice serves HTTP only for its own services (prometheus {}); proxy with mode = \"tcp\".")
+	}
 	binds := d.strings(p.Bind, "bind")
 	if len(binds) == 0 {
 		rng := s.block.DefRange
@@ -496,6 +526,9 @@ func (d *decoder) backend(s section, def *proxyBlock) *Backend {
 	backendCheck := single(d, p.Checks, ckr, "check")
 	defaultCheck := single(d, def.Checks, ckr, "check")
 	d.check(be.Timeouts, backendCheck, defaultCheck) // checked even without servers
+	if be.Mode == ModeHTTP && len(p.Servers) > 0 {
+		d.errorf(p.Servers[0].Range, "HTTP proxying not available", "This version of sluice proxies TCP only; servers need mode = \"tcp\".")
+	}
 	names := map[string]hcl.Range{}
 	for _, sb := range p.Servers {
 		if prev, dup := names[sb.Name]; dup {
@@ -620,7 +653,7 @@ func (d *decoder) references(cfg *Config, sections []section) {
 		p := s.body
 		name := d.str(p.DefaultBackend, "default_backend", "")
 		if name == "" {
-			if s.kind == "frontend" {
+			if s.kind == "frontend" && len(p.Prometheus) == 0 {
 				d.errorf(s.block.DefRange, "Missing default_backend", "The frontend %q must name its backend with default_backend.", s.name)
 			}
 			continue
@@ -636,7 +669,7 @@ func (d *decoder) references(cfg *Config, sections []section) {
 		}
 	}
 	for _, be := range cfg.Backends {
-		if len(be.Servers) == 0 {
+		if len(be.Servers) == 0 && be.Mode != ModeHTTP {
 			d.warnf(be.Range, "Backend without servers", "The backend %q has no servers; its connections will fail.", be.Name)
 		}
 	}

@@ -63,6 +63,9 @@ func TestDiagnosticPositions(t *testing.T) {
 		{"bad facility", "global {\n  log {\n    address = \"udp://127.0.0.1:514\"\n    facility = \"local9\"\n  }\n}\n", "c.hcl:4:16: error: Unknown syslog facility"},
 		{"wrong type", "global {\n  maxconn = \"many\"\n}\n", "c.hcl:2:13: error: Incorrect value type"},
 		{"cpus", "global {\n  cpus = \"3-1\"\n}\n", "c.hcl:2:10: error: Invalid CPU set"},
+		{"http backend", "backend \"b\" {\n  mode = \"http\"\n  server \"s\" { address = \"127.0.0.1:1\" }\n}\n", "c.hcl:3:3: error: HTTP proxying not available"},
+		{"http frontend without service", "frontend \"f\" {\n  mode = \"http\"\n  bind = [\":1\"]\n  default_backend = \"b\"\n}\nbackend \"b\" {\n  mode = \"http\"\n}\n", "c.hcl:2:10: error: HTTP proxying not available"},
+		{"prometheus in tcp mode", "listen \"m\" {\n  bind = [\":1\"]\n  prometheus {}\n}\n", "c.hcl:3:3: error: Prometheus needs HTTP mode"},
 		{"duplicate timeout", "defaults {\n  timeout {}\n  timeout {}\n}\n", "c.hcl:3:3: error: Duplicate timeout block"},
 	}
 	for _, tc := range cases {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"sluice/daemon/limits"
 	"sluice/daemon/listen"
 	"sluice/daemon/logging"
+	"sluice/daemon/metrics"
 	"sluice/daemon/proxy"
 	"sluice/daemon/server"
 	"sluice/hcl"
@@ -33,6 +35,8 @@ type Engine struct {
 	checkers  []*check.Checker
 	stop      context.CancelFunc
 	wg        sync.WaitGroup
+	services  []*http.Server // HTTP services sluice answers itself (metrics)
+	started   time.Time
 }
 
 type boundListener struct {
@@ -166,7 +170,13 @@ func (e *Engine) Start() {
 			c.Run(ctx)
 		}()
 	}
+	e.started = time.Now()
 	for _, l := range e.listeners {
+		if p := l.fe.Config.Prometheus; p != nil {
+			e.serveService(l.ln, p)
+			e.log.Info("serving metrics", "frontend", l.fe.Name, "addr", l.ln.Addr().String(), "uri", p.URI)
+			continue
+		}
 		e.wg.Add(1)
 		go func() {
 			defer e.wg.Done()
@@ -176,11 +186,31 @@ func (e *Engine) Start() {
 	}
 }
 
+// serveService answers HTTP on ln for sluice's own services.
+func (e *Engine) serveService(ln net.Listener, p *hcl.Prometheus) {
+	mux := http.NewServeMux()
+	mux.Handle(p.URI, metrics.Handler(&metrics.Collector{
+		Process: e.Process, Frontends: e.Frontends, Backends: e.Backends, Started: e.started,
+	}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
+	e.services = append(e.services, srv)
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		srv.Serve(ln)
+	}()
+}
+
 // Stop stops accepting and waits for sessions under way, at most
 // grace (zero: without limit). It reports whether all sessions ended.
 func (e *Engine) Stop(grace time.Duration) bool {
 	for _, f := range e.Frontends {
 		f.Stop()
+	}
+	for _, srv := range e.services {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		srv.Shutdown(ctx) // a scrape under way may finish
+		cancel()
 	}
 	e.closeListeners()
 	done := make(chan struct{})

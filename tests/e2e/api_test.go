@@ -288,7 +288,7 @@ func TestShowStatTypedAndJSON(t *testing.T) {
 	}
 	js, _ := ctl(t, admin, "show stat json")
 	var rows [][]struct {
-		ObjType string `json:"objType"`
+		ObjType string                `json:"objType"`
 		Field   struct{ Name string } `json:"field"`
 		Value   struct {
 			Type  string

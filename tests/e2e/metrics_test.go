@@ -1,0 +1,115 @@
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// scrape fetches and parses the Prometheus text exposition with the
+// Prometheus library's own parser.
+func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
+		t.Fatalf("GET %s: %s, %s", url, resp.Status, resp.Header.Get("Content-Type"))
+	}
+	p := expfmt.NewTextParser(model.LegacyValidation) // the classic name rules, as promtool checks
+	families, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("metrics do not parse: %v", err)
+	}
+	return families
+}
+
+// value returns the metric of a family whose labels include want.
+func value(families map[string]*dto.MetricFamily, name string, want map[string]string) (float64, bool) {
+	f := families[name]
+	if f == nil {
+		return 0, false
+	}
+	for _, m := range f.Metric {
+		match := 0
+		for _, l := range m.Label {
+			if want[l.GetName()] == l.GetValue() {
+				match++
+			}
+		}
+		if match != len(want) {
+			continue
+		}
+		switch {
+		case m.Counter != nil:
+			return m.Counter.GetValue(), true
+		case m.Gauge != nil:
+			return m.Gauge.GetValue(), true
+		case m.Untyped != nil:
+			return m.Untyped.GetValue(), true
+		}
+	}
+	return 0, false
+}
+
+func TestPrometheusMetrics(t *testing.T) {
+	t.Parallel()
+	a, b := newBackend(t, "a"), newBackend(t, "b")
+	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	mon := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	startSluice(t, config(fe, servers(a, b))+fmt.Sprintf(`
+listen "metrics" {
+  mode = "http"
+  bind = [%q]
+  prometheus { uri = "/metrics" }
+}
+`, mon))
+	for range 10 {
+		greet(t, fe)
+	}
+	url := "http://" + mon + "/metrics"
+	var fams map[string]*dto.MetricFamily
+	eventually(t, 2*time.Second, "10 sessions in the metrics", func() bool {
+		fams = scrape(t, url)
+		v, _ := value(fams, "sluice_backend_bytes_out_total", map[string]string{"proxy": "be"})
+		return v == 20
+	})
+	checks := []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"sluice_frontend_sessions_total", map[string]string{"proxy": "fe"}, 10},
+		{"sluice_frontend_current_sessions", map[string]string{"proxy": "fe"}, 0},
+		{"sluice_frontend_bytes_out_total", map[string]string{"proxy": "fe"}, 20},
+		{"sluice_backend_sessions_total", map[string]string{"proxy": "be"}, 10},
+		{"sluice_backend_active_servers", map[string]string{"proxy": "be"}, 2},
+		{"sluice_backend_status", map[string]string{"proxy": "be"}, 1},
+		{"sluice_server_sessions_total", map[string]string{"proxy": "be", "server": "a"}, 5},
+		{"sluice_server_loadbalanced_total", map[string]string{"proxy": "be", "server": "b"}, 5},
+		{"sluice_server_weight", map[string]string{"proxy": "be", "server": "a"}, 1},
+		{"sluice_server_status", map[string]string{"proxy": "be", "server": "a", "state": "UP"}, 1},
+		{"sluice_server_status", map[string]string{"proxy": "be", "server": "a", "state": "DOWN"}, 0},
+	}
+	for _, c := range checks {
+		if got, ok := value(fams, c.name, c.labels); !ok || got != c.want {
+			t.Errorf("%s%v = %v (found %v), want %v", c.name, c.labels, got, ok, c.want)
+		}
+	}
+	for _, name := range []string{"go_goroutines", "process_resident_memory_bytes", "sluice_process_current_connections"} {
+		if fams[name] == nil {
+			t.Errorf("no %s", name)
+		}
+	}
+	if resp, err := http.Get("http://" + mon + "/other"); err != nil || resp.StatusCode != 404 {
+		t.Errorf("another path: %v %v", resp, err)
+	}
+}
