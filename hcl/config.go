@@ -137,6 +137,8 @@ type Frontend struct {
 	// Prometheus, if set, makes this an HTTP service answering metrics at
 	// its URI (HTTP proxying comes later).
 	Prometheus *Prometheus
+	// Stats, if set, serves the HTML stats page at its URI.
+	Stats *Stats
 	// Log sends one line per connection to the global log targets.
 	Log   bool
 	Range hcl.Range
@@ -145,6 +147,19 @@ type Frontend struct {
 // Prometheus serves metrics in the Prometheus text format.
 type Prometheus struct {
 	URI string // default "/metrics"
+}
+
+// Stats is the stats page.
+type Stats struct {
+	URI     string        // default "/stats"; ";csv" and ";json" suffixes give machine forms
+	Refresh time.Duration // page auto-refresh; zero: none
+	Realm   string        // HTTP basic authentication realm
+	// Users maps user names to bcrypt hashes (or, with a warning, plain
+	// text). Empty means no authentication.
+	Users map[string]string
+	// Admin lets authenticated users change servers from the page.
+	Admin       bool
+	HideVersion bool
 }
 
 // Backend is a set of servers and how to choose between them.

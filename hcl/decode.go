@@ -2,6 +2,8 @@ package hcl
 
 import (
 	"regexp"
+
+	"github.com/zclconf/go-cty/cty"
 	"strconv"
 	"strings"
 	"time"
@@ -66,6 +68,17 @@ type proxyBlock struct {
 
 	// Services answered by sluice itself (HTTP mode).
 	Prometheus []*prometheusBlock `hcl:"prometheus,block"`
+	Stats      []*statsBlock      `hcl:"stats,block"`
+}
+
+type statsBlock struct {
+	URI         hcl.Expression `hcl:"uri,optional"`
+	Refresh     hcl.Expression `hcl:"refresh,optional"`
+	Realm       hcl.Expression `hcl:"realm,optional"`
+	Users       hcl.Expression `hcl:"users,optional"`
+	Admin       hcl.Expression `hcl:"admin,optional"`
+	HideVersion hcl.Expression `hcl:"hide_version,optional"`
+	Range       hcl.Range      `hcl:",def_range"`
 }
 
 type prometheusBlock struct {
@@ -265,6 +278,9 @@ func (d *decoder) onlyDefaults(p *proxyBlock) {
 	for _, pb := range p.Prometheus {
 		d.errorf(pb.Range, "Unsupported block type", "prometheus belongs in a frontend or listen section.")
 	}
+	for _, sb := range p.Stats {
+		d.errorf(sb.Range, "Unsupported block type", "stats belongs in a frontend or listen section.")
+	}
 }
 
 func (d *decoder) onlyFrontend(s section) {
@@ -292,6 +308,9 @@ func (d *decoder) onlyBackend(s section) {
 	}
 	for _, pb := range p.Prometheus {
 		d.errorf(pb.Range, "Unsupported block type", "prometheus belongs in a frontend or listen section.")
+	}
+	for _, sb := range p.Stats {
+		d.errorf(sb.Range, "Unsupported block type", "stats belongs in a frontend or listen section.")
 	}
 }
 
@@ -361,6 +380,39 @@ func (d *decoder) global(g *globalBlock) Global {
 		out.Logs = append(out.Logs, t)
 	}
 	return out
+}
+
+// stats decodes a stats page block. Passwords should be bcrypt hashes; a
+// plain-text one is accepted with a warning.
+func (d *decoder) stats(sb *statsBlock) *Stats {
+	st := &Stats{
+		URI:         d.str(sb.URI, "uri", "/stats"),
+		Refresh:     d.duration(sb.Refresh, "refresh", 0),
+		Realm:       d.str(sb.Realm, "realm", "sluice statistics"),
+		Admin:       d.boolean(sb.Admin, "admin", false),
+		HideVersion: d.boolean(sb.HideVersion, "hide_version", false),
+		Users:       map[string]string{},
+	}
+	if !strings.HasPrefix(st.URI, "/") {
+		d.errorf(sb.URI.Range(), "Invalid uri", "The uri must start with \"/\", not %q.", st.URI)
+	}
+	if v, ok := d.value(sb.Users, cty.Map(cty.String), "users"); ok {
+		for name, pw := range v.AsValueMap() {
+			hash := pw.AsString()
+			if !isBcrypt(hash) {
+				d.warnf(sb.Users.Range(), "Plain-text password", "The password of stats user %q is not a bcrypt hash ($2y$...): anyone who reads this file can log in. Generate one with htpasswd -nB %s.", name, name)
+			}
+			st.Users[name] = hash
+		}
+	}
+	if st.Admin && len(st.Users) == 0 {
+		d.errorf(sb.Range, "Stats admin without users", "admin = true needs users: the page would let anyone change servers.")
+	}
+	return st
+}
+
+func isBcrypt(s string) bool {
+	return len(s) == 60 && (strings.HasPrefix(s, "$2a$") || strings.HasPrefix(s, "$2b$") || strings.HasPrefix(s, "$2y$"))
 }
 
 // mode, log and timeouts are shared by both halves of a proxy.
@@ -450,12 +502,18 @@ func (d *decoder) frontend(s section, def *proxyBlock) *Frontend {
 			d.errorf(pb.Range, "Prometheus needs HTTP mode", "Set mode = \"http\" in the %s section %q to serve metrics.", s.kind, s.name)
 		}
 	}
-	if fe.Mode == ModeHTTP && fe.Prometheus == nil {
+	if sb := single(d, p.Stats, func(b *statsBlock) hcl.Range { return b.Range }, "stats"); sb != nil {
+		fe.Stats = d.stats(sb)
+		if fe.Mode != ModeHTTP {
+			d.errorf(sb.Range, "Stats page needs HTTP mode", "Set mode = \"http\" in the %s section %q to serve the stats page.", s.kind, s.name)
+		}
+	}
+	if fe.Mode == ModeHTTP && fe.Prometheus == nil && fe.Stats == nil {
 		rng := s.block.DefRange
 		if e := pick(p.Mode, def.Mode); e != nil {
 			rng = e.Range()
 		}
-		d.errorf(rng, "HTTP proxying not available", "This version of sluice serves HTTP only for its own services (prometheus {}); proxy with mode = \"tcp\".")
+		d.errorf(rng, "HTTP proxying not available", "This version of sluice serves HTTP only for its own services (stats {}, prometheus {}); proxy with mode = \"tcp\".")
 	}
 	binds := d.strings(p.Bind, "bind")
 	if len(binds) == 0 {
@@ -653,7 +711,7 @@ func (d *decoder) references(cfg *Config, sections []section) {
 		p := s.body
 		name := d.str(p.DefaultBackend, "default_backend", "")
 		if name == "" {
-			if s.kind == "frontend" && len(p.Prometheus) == 0 {
+			if s.kind == "frontend" && len(p.Prometheus) == 0 && len(p.Stats) == 0 {
 				d.errorf(s.block.DefRange, "Missing default_backend", "The frontend %q must name its backend with default_backend.", s.name)
 			}
 			continue

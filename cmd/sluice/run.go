@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -16,6 +17,8 @@ import (
 	"sluice/daemon/listen"
 	"sluice/daemon/logging"
 	"sluice/daemon/master"
+	"sluice/daemon/metrics"
+	"sluice/daemon/proxy"
 	"sluice/hcl"
 	"sluice/version"
 )
@@ -103,6 +106,7 @@ func serve(paths []string, worker bool, takeover string, log *slog.Logger, stder
 		log.Error("cannot start", "err", err)
 		return 1
 	}
+	e.Service = func(fe *proxy.Frontend) http.Handler { return service(fe, e, log) }
 	if err := e.Listen(inherited); err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
@@ -179,4 +183,28 @@ func serve(paths []string, worker bool, takeover string, log *slog.Logger, stder
 		}
 	}
 	return 0
+}
+
+// service is the handler of a frontend that sluice answers itself: its
+// stats page and Prometheus metrics. It is nil for proxying frontends.
+func service(fe *proxy.Frontend, e *engine.Engine, log *slog.Logger) http.Handler {
+	cfg := fe.Config
+	if cfg.Stats == nil && cfg.Prometheus == nil {
+		return nil
+	}
+	mux := http.NewServeMux()
+	if cfg.Prometheus != nil {
+		mux.Handle(cfg.Prometheus.URI, metrics.Handler(&metrics.Collector{
+			Process: e.Process, Frontends: e.Frontends, Backends: e.Backends, Started: e.Started(),
+		}))
+	}
+	if cfg.Stats != nil {
+		page := api.NewStatsPage(cfg.Stats, e, log)
+		// The page, its ";csv" and ";json" forms, and a trailing slash.
+		mux.Handle(cfg.Stats.URI, page)
+		mux.Handle(cfg.Stats.URI+"/", page)
+		mux.Handle(cfg.Stats.URI+";csv", page)
+		mux.Handle(cfg.Stats.URI+";json", page)
+	}
+	return mux
 }

@@ -17,7 +17,6 @@ import (
 	"sluice/daemon/limits"
 	"sluice/daemon/listen"
 	"sluice/daemon/logging"
-	"sluice/daemon/metrics"
 	"sluice/daemon/proxy"
 	"sluice/daemon/server"
 	"sluice/hcl"
@@ -35,8 +34,11 @@ type Engine struct {
 	checkers  []*check.Checker
 	stop      context.CancelFunc
 	wg        sync.WaitGroup
-	services  []*http.Server // HTTP services sluice answers itself (metrics)
+	services  []*http.Server // HTTP services sluice answers itself
 	started   time.Time
+	// Service returns the handler of a frontend that sluice answers itself
+	// (metrics, stats page), or nil for a proxying frontend.
+	Service func(fe *proxy.Frontend) http.Handler
 }
 
 type boundListener struct {
@@ -172,10 +174,12 @@ func (e *Engine) Start() {
 	}
 	e.started = time.Now()
 	for _, l := range e.listeners {
-		if p := l.fe.Config.Prometheus; p != nil {
-			e.serveService(l.ln, p)
-			e.log.Info("serving metrics", "frontend", l.fe.Name, "addr", l.ln.Addr().String(), "uri", p.URI)
-			continue
+		if e.Service != nil {
+			if h := e.Service(l.fe); h != nil {
+				e.serveService(l.ln, h)
+				e.log.Info("serving HTTP service", "frontend", l.fe.Name, "addr", l.ln.Addr().String())
+				continue
+			}
 		}
 		e.wg.Add(1)
 		go func() {
@@ -186,13 +190,12 @@ func (e *Engine) Start() {
 	}
 }
 
-// serveService answers HTTP on ln for sluice's own services.
-func (e *Engine) serveService(ln net.Listener, p *hcl.Prometheus) {
-	mux := http.NewServeMux()
-	mux.Handle(p.URI, metrics.Handler(&metrics.Collector{
-		Process: e.Process, Frontends: e.Frontends, Backends: e.Backends, Started: e.started,
-	}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
+// Started is when this generation started serving.
+func (e *Engine) Started() time.Time { return e.started }
+
+// serveService answers HTTP on ln for one of sluice's own services.
+func (e *Engine) serveService(ln net.Listener, h http.Handler) {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
 	e.services = append(e.services, srv)
 	e.wg.Add(1)
 	go func() {
