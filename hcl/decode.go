@@ -223,10 +223,13 @@ func decode(body hcl.Body, ctx *hcl.EvalContext) (*Config, hcl.Diagnostics) {
 	for _, s := range sections {
 		if s.kind == "listen" {
 			fe := d.frontend(s, defaults)
+			cfg.Frontends = append(cfg.Frontends, fe)
+			if (fe.Stats != nil || fe.Prometheus != nil) && len(s.body.Servers) == 0 {
+				continue // a service sluice answers itself: no backend half
+			}
 			if fe.DefaultBackend == "" {
 				fe.DefaultBackend = s.name
 			}
-			cfg.Frontends = append(cfg.Frontends, fe)
 			cfg.Backends = append(cfg.Backends, d.backend(s, defaults))
 		}
 	}
