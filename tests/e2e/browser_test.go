@@ -80,4 +80,3 @@ func TestStatsPageInChromium(t *testing.T) {
 		t.Error(err)
 	}
 }
-
