@@ -43,6 +43,8 @@ func statRows(e *engine.Engine) []row {
 			"stot": n(st.Total.Load()), "bin": n(st.BytesIn.Load()), "bout": n(st.BytesOut.Load()),
 			"dreq": n(st.Denied.Load()), "dresp": "0", "ereq": "0", "status": "OPEN", "pid": pid, "iid": strconv.Itoa(iid),
 			"sid": "0", "type": "0", "mode": string(f.Config.Mode), "conn_tot": n(st.Total.Load()),
+			"rate": n(st.SessRate.PerSecond()), "rate_max": n(st.SessRate.Max()), "rate_lim": "0",
+			"conn_rate": n(st.SessRate.PerSecond()), "conn_rate_max": n(st.SessRate.Max()),
 		})
 	}
 	for _, b := range e.Backends {
@@ -69,6 +71,8 @@ func serverRows(b *backend.Backend, iid int, pid string) []row {
 			"lastchg": n(int64(time.Since(s.LastChange()).Seconds())), "pid": pid, "iid": strconv.Itoa(iid),
 			"sid": strconv.Itoa(s.ID), "lbtot": n(s.Selected.Load()), "type": "2", "cli_abrt": n(st.ClientAborts.Load()),
 			"srv_abrt": n(st.ServerAborts.Load()), "addr": s.Addr(), "mode": string(b.Config.Mode),
+			"rate": n(st.SessRate.PerSecond()), "rate_max": n(st.SessRate.Max()),
+			"qtime": n(st.QTime.Value()), "ctime": n(st.CTime.Value()), "rtime": "0", "ttime": n(st.TTime.Value()),
 		}
 		if m := s.MaxConn(); m > 0 {
 			r["slim"] = strconv.Itoa(m)
@@ -126,6 +130,8 @@ func backendRow(b *backend.Backend, iid int, pid string) row {
 		"uweight": strconv.Itoa(weight), "act": strconv.Itoa(active), "bck": strconv.Itoa(backup), "pid": pid,
 		"iid": strconv.Itoa(iid), "sid": "0", "lbtot": n(st.Total.Load()), "type": "1", "cli_abrt": n(st.ClientAborts.Load()),
 		"srv_abrt": n(st.ServerAborts.Load()), "mode": string(b.Config.Mode), "algo": b.Config.Balance,
+		"rate": n(st.SessRate.PerSecond()), "rate_max": n(st.SessRate.Max()),
+		"qtime": n(st.QTime.Value()), "ctime": n(st.CTime.Value()), "rtime": "0", "ttime": n(st.TTime.Value()),
 	}
 }
 

@@ -42,13 +42,15 @@ var (
 	processUptime   = newDesc("process_uptime_seconds", "Seconds since start.", prometheus.GaugeValue)
 	processStart    = newDesc("process_start_time_seconds", "Start time, Unix seconds.", prometheus.GaugeValue)
 
-	feCur    = newDesc("frontend_current_sessions", "Current sessions.", prometheus.GaugeValue, "proxy")
-	feMax    = newDesc("frontend_max_sessions", "Most sessions at once.", prometheus.GaugeValue, "proxy")
-	feLimit  = newDesc("frontend_limit_sessions", "Configured session limit.", prometheus.GaugeValue, "proxy")
-	feTotal  = newDesc("frontend_sessions_total", "Sessions since start.", prometheus.CounterValue, "proxy")
-	feIn     = newDesc("frontend_bytes_in_total", "Bytes received from clients.", prometheus.CounterValue, "proxy")
-	feOut    = newDesc("frontend_bytes_out_total", "Bytes sent to clients.", prometheus.CounterValue, "proxy")
-	feDenied = newDesc("frontend_requests_denied_total", "Connections refused by rules.", prometheus.CounterValue, "proxy")
+	feCur     = newDesc("frontend_current_sessions", "Current sessions.", prometheus.GaugeValue, "proxy")
+	feMax     = newDesc("frontend_max_sessions", "Most sessions at once.", prometheus.GaugeValue, "proxy")
+	feLimit   = newDesc("frontend_limit_sessions", "Configured session limit.", prometheus.GaugeValue, "proxy")
+	feTotal   = newDesc("frontend_sessions_total", "Sessions since start.", prometheus.CounterValue, "proxy")
+	feIn      = newDesc("frontend_bytes_in_total", "Bytes received from clients.", prometheus.CounterValue, "proxy")
+	feOut     = newDesc("frontend_bytes_out_total", "Bytes sent to clients.", prometheus.CounterValue, "proxy")
+	feRate    = newDesc("frontend_current_session_rate", "Sessions in the last second.", prometheus.GaugeValue, "proxy")
+	feRateMax = newDesc("frontend_max_session_rate", "Most sessions in one second.", prometheus.GaugeValue, "proxy")
+	feDenied  = newDesc("frontend_requests_denied_total", "Connections refused by rules.", prometheus.CounterValue, "proxy")
 
 	beCur      = newDesc("backend_current_sessions", "Current sessions.", prometheus.GaugeValue, "proxy")
 	beMax      = newDesc("backend_max_sessions", "Most sessions at once.", prometheus.GaugeValue, "proxy")
@@ -62,6 +64,11 @@ var (
 	beRedisp   = newDesc("backend_redispatch_warnings_total", "Retries sent to another server.", prometheus.CounterValue, "proxy")
 	beCliAbrt  = newDesc("backend_client_aborts_total", "Sessions ended by the client.", prometheus.CounterValue, "proxy")
 	beSrvAbrt  = newDesc("backend_server_aborts_total", "Sessions ended by the server.", prometheus.CounterValue, "proxy")
+	beRate     = newDesc("backend_current_session_rate", "Sessions in the last second.", prometheus.GaugeValue, "proxy")
+	beRateMax  = newDesc("backend_max_session_rate", "Most sessions in one second.", prometheus.GaugeValue, "proxy")
+	beQTime    = newDesc("backend_queue_time_average_seconds", "Queue time, average of the last 1024 sessions.", prometheus.GaugeValue, "proxy")
+	beCTime    = newDesc("backend_connect_time_average_seconds", "Connect time, average of the last 1024 sessions.", prometheus.GaugeValue, "proxy")
+	beTTime    = newDesc("backend_total_time_average_seconds", "Session time, average of the last 1024 sessions.", prometheus.GaugeValue, "proxy")
 	beStatus   = newDesc("backend_status", "1 when at least one server is in service.", prometheus.GaugeValue, "proxy")
 	beActive   = newDesc("backend_active_servers", "Active servers in service.", prometheus.GaugeValue, "proxy")
 	beBackup   = newDesc("backend_backup_servers", "Backup servers in service.", prometheus.GaugeValue, "proxy")
@@ -75,6 +82,10 @@ var (
 	svConnErr  = newDesc("server_connection_errors_total", "Failed connections.", prometheus.CounterValue, "proxy", "server")
 	svRetries  = newDesc("server_retry_warnings_total", "Connection retries.", prometheus.CounterValue, "proxy", "server")
 	svSelected = newDesc("server_loadbalanced_total", "Times load-balancing chose the server.", prometheus.CounterValue, "proxy", "server")
+	svRate     = newDesc("server_current_session_rate", "Sessions in the last second.", prometheus.GaugeValue, "proxy", "server")
+	svQTime    = newDesc("server_queue_time_average_seconds", "Queue time, average of the last 1024 sessions.", prometheus.GaugeValue, "proxy", "server")
+	svCTime    = newDesc("server_connect_time_average_seconds", "Connect time, average of the last 1024 sessions.", prometheus.GaugeValue, "proxy", "server")
+	svTTime    = newDesc("server_total_time_average_seconds", "Session time, average of the last 1024 sessions.", prometheus.GaugeValue, "proxy", "server")
 	svStatus   = newDesc("server_status", "Server state: 1 for the current one.", prometheus.GaugeValue, "proxy", "server", "state")
 	svWeight   = newDesc("server_weight", "Current weight.", prometheus.GaugeValue, "proxy", "server")
 	svChkFail  = newDesc("server_check_failures_total", "Failed health checks.", prometheus.CounterValue, "proxy", "server")
@@ -84,9 +95,11 @@ var (
 )
 
 var all = []desc{processCurConns, processMaxConn, processConns, processThreads, processUptime, processStart,
-	feCur, feMax, feLimit, feTotal, feIn, feOut, feDenied,
+	feCur, feMax, feLimit, feTotal, feIn, feOut, feDenied, feRate, feRateMax,
 	beCur, beMax, beTotal, beIn, beOut, beQueue, beQueueMax, beConnErr, beRetries, beRedisp, beCliAbrt, beSrvAbrt, beStatus, beActive, beBackup,
-	svCur, svMax, svLimit, svTotal, svIn, svOut, svConnErr, svRetries, svSelected, svStatus, svWeight, svChkFail, svChkDown, svDowntime, svSrcEx}
+	beRate, beRateMax, beQTime, beCTime, beTTime,
+	svCur, svMax, svLimit, svTotal, svIn, svOut, svConnErr, svRetries, svSelected, svStatus, svWeight, svChkFail, svChkDown, svDowntime, svSrcEx,
+	svRate, svQTime, svCTime, svTTime}
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
@@ -120,6 +133,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		emit(feIn, i(st.BytesIn.Load()), f.Name)
 		emit(feOut, i(st.BytesOut.Load()), f.Name)
 		emit(feDenied, i(st.Denied.Load()), f.Name)
+		emit(feRate, i(st.SessRate.PerSecond()), f.Name)
+		emit(feRateMax, i(st.SessRate.Max()), f.Name)
 	}
 	for _, b := range c.Backends {
 		st := &b.Stats
@@ -141,6 +156,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counters(beRedisp, func(s *stats.Counters) int64 { return s.Redispatches.Load() }, b.Name)
 		counters(beCliAbrt, func(s *stats.Counters) int64 { return s.ClientAborts.Load() }, b.Name)
 		counters(beSrvAbrt, func(s *stats.Counters) int64 { return s.ServerAborts.Load() }, b.Name)
+		emit(beRate, i(st.SessRate.PerSecond()), b.Name)
+		emit(beRateMax, i(st.SessRate.Max()), b.Name)
+		emit(beQTime, ms(st.QTime.Value()), b.Name)
+		emit(beCTime, ms(st.CTime.Value()), b.Name)
+		emit(beTTime, ms(st.TTime.Value()), b.Name)
 		emit(beStatus, up, b.Name)
 		emit(beActive, float64(active), b.Name)
 		emit(beBackup, float64(backup), b.Name)
@@ -161,6 +181,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			emit(svChkDown, i(s.Downs.Load()), l...)
 			emit(svDowntime, s.Downtime().Seconds(), l...)
 			emit(svSrcEx, i(ss.SourceExhausted.Load()), l...)
+			emit(svRate, i(ss.SessRate.PerSecond()), l...)
+			emit(svQTime, ms(ss.QTime.Value()), l...)
+			emit(svCTime, ms(ss.CTime.Value()), l...)
+			emit(svTTime, ms(ss.TTime.Value()), l...)
 			state := s.Status()
 			for _, st := range []string{"UP", "DOWN", "MAINT", "DRAIN"} {
 				v := 0.0
@@ -172,6 +196,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 }
+
+// ms converts milliseconds to seconds, Prometheus's unit.
+func ms(v int64) float64 { return float64(v) / 1000 }
 
 // Handler serves the metrics of c plus the Go runtime's and the process's.
 func Handler(c *Collector) http.Handler {

@@ -267,6 +267,12 @@ func (s *session) finish() {
 	s.c.Close()
 	e.Client = s.client
 	e.Tt = stats.Since(e.Accept)
+	if s.beOpen {
+		be.Stats.Timings(e.Tw, e.Tc, e.Tt)
+	}
+	if s.sc != nil {
+		s.sc.Server.Stats.Timings(e.Tw, e.Tc, e.Tt)
+	}
 	f.logSession(e)
 	f.Stats.Close()
 	f.process.Stats.Close()

@@ -214,6 +214,7 @@ func (s *Server) Acquire() bool {
 		}
 		if s.Stats.Cur.CompareAndSwap(cur, cur+1) {
 			s.Stats.Total.Add(1)
+			s.Stats.SessRate.Add()
 			stats.RaiseMax(&s.Stats.Max, cur+1)
 			return true
 		}

@@ -25,11 +25,17 @@ type Counters struct {
 	ServerAborts atomic.Int64
 	// SourceExhausted counts connections refused because no source port was free.
 	SourceExhausted atomic.Int64
+	// SessRate is new sessions per second.
+	SessRate Rate
+	// Times of the last ~1024 sessions, in milliseconds: waiting in the
+	// queue, connecting to the server, and the whole session.
+	QTime, CTime, TTime Average
 }
 
 // ClearMax resets the maximums (HAProxy's "clear counters").
 func (c *Counters) ClearMax() {
 	c.Max.Store(c.Cur.Load())
+	c.SessRate.ClearMax()
 	c.QueueMax.Store(c.QueueCur.Load())
 }
 
@@ -42,9 +48,22 @@ func (c *Counters) ClearAll() {
 	}
 }
 
+// Timings folds one finished session's timers (milliseconds; negative
+// when the step was not reached) into the averages.
+func (c *Counters) Timings(queue, connect, total int64) {
+	if queue >= 0 {
+		c.QTime.Add(queue)
+	}
+	if connect >= 0 {
+		c.CTime.Add(connect)
+	}
+	c.TTime.Add(total)
+}
+
 // Open counts a new session and returns the current count.
 func (c *Counters) Open() int64 {
 	c.Total.Add(1)
+	c.SessRate.Add()
 	n := c.Cur.Add(1)
 	RaiseMax(&c.Max, n)
 	return n

@@ -44,3 +44,45 @@ func BenchmarkSessionCountingParallel(b *testing.B) {
 		}
 	})
 }
+
+func TestRate(t *testing.T) {
+	var r Rate
+	for range 5 {
+		r.add(100)
+	}
+	if got := r.perSecond(100); got != 0 {
+		t.Errorf("during the first second: %d, want 0 (no complete second yet)", got)
+	}
+	if got := r.perSecond(101); got != 5 {
+		t.Errorf("the second after: %d, want 5", got)
+	}
+	for range 3 {
+		r.add(101)
+	}
+	if got := r.perSecond(101); got != 5 {
+		t.Errorf("while counting the next: %d, want 5", got)
+	}
+	r.add(105) // an idle gap
+	if got := r.perSecond(105); got != 0 || r.max.Load() != 5 {
+		t.Errorf("after a gap: %d (max %d), want 0 and max 5", got, r.max.Load())
+	}
+	if got := r.perSecond(200); got != 0 {
+		t.Errorf("long after: %d", got)
+	}
+}
+
+func TestAverageConverges(t *testing.T) {
+	var a Average
+	for range 10000 {
+		a.Add(40)
+	}
+	if v := a.Value(); v < 39 || v > 40 {
+		t.Errorf("average of 40s = %d", v)
+	}
+	for range 1024 {
+		a.Add(100)
+	}
+	if v := a.Value(); v < 75 || v > 80 { // 1 - 1/e of the way from 40 to 100
+		t.Errorf("after 1024 values of 100: %d, want about 78", v)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -107,6 +108,20 @@ func TestShowStatCountsExactly(t *testing.T) {
 	for _, c := range checks {
 		if got := rows[c.row][c.field]; got != c.want {
 			t.Errorf("%s %s = %q, want %q", c.row, c.field, got, c.want)
+		}
+	}
+	// Rates count whole seconds: once the second of the traffic is over,
+	// the busiest second shows.
+	time.Sleep(1100 * time.Millisecond)
+	rows = stat(t, admin)
+	for _, r := range []string{"fe/FRONTEND", "be/BACKEND", "be/a"} {
+		if v, err := strconv.Atoi(rows[r]["rate_max"]); err != nil || v < 1 {
+			t.Errorf("%s rate_max = %q, want at least 1", r, rows[r]["rate_max"])
+		}
+	}
+	for _, f := range []string{"qtime", "ctime", "ttime"} {
+		if _, err := strconv.Atoi(rows["be/BACKEND"][f]); err != nil {
+			t.Errorf("be/BACKEND %s = %q, want a number of milliseconds", f, rows["be/BACKEND"][f])
 		}
 	}
 }
