@@ -51,9 +51,13 @@ type Global struct {
 	AdminSockets []AdminSocket
 }
 
-// AdminSocket is one unix socket of the runtime API.
+// AdminSocket is one socket of the runtime API.
 type AdminSocket struct {
+	// Path is a unix socket path, or "tcp://IP:port" for a TCP listener
+	// (meant for loopback).
 	Path string
+	// User and Group own the unix socket file; empty keeps sluice's.
+	User, Group string
 	// Mode is the socket file's permissions; default 0600.
 	Mode uint32
 	// Level is "user" (read), "operator" (read, states, weights) or

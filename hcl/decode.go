@@ -1,6 +1,7 @@
 package hcl
 
 import (
+	"net/netip"
 	"regexp"
 
 	"github.com/zclconf/go-cty/cty"
@@ -30,6 +31,8 @@ type adminBlock struct {
 	Mode            hcl.Expression `hcl:"mode,optional"`
 	Level           hcl.Expression `hcl:"level,optional"`
 	ExposeListeners hcl.Expression `hcl:"expose_listeners,optional"`
+	User            hcl.Expression `hcl:"user,optional"`
+	Group           hcl.Expression `hcl:"group,optional"`
 }
 
 type logBlock struct {
@@ -332,9 +335,24 @@ func (d *decoder) global(g *globalBlock) Global {
 	}
 	seenAdmin := map[string]bool{}
 	for _, a := range g.AdminSockets {
-		as := AdminSocket{Path: a.Path, Level: d.str(a.Level, "level", "admin"), ExposeListeners: d.boolean(a.ExposeListeners, "expose_listeners", false)}
-		if !strings.HasPrefix(a.Path, "/") {
-			d.errorf(a.PathRange, "Invalid admin socket path", "%q must be an absolute path.", a.Path)
+		as := AdminSocket{Path: a.Path, Level: d.str(a.Level, "level", "admin"), ExposeListeners: d.boolean(a.ExposeListeners, "expose_listeners", false),
+			User: d.str(a.User, "user", ""), Group: d.str(a.Group, "group", "")}
+		if addr, isTCP := strings.CutPrefix(a.Path, "tcp://"); isTCP {
+			host, _, err := splitPort(addr)
+			ip, perr := netip.ParseAddr(host)
+			switch {
+			case err != nil:
+				d.errorf(a.PathRange, "Invalid admin socket address", "%s.", err)
+			case perr != nil:
+				d.errorf(a.PathRange, "Invalid admin socket address", "%q is not an IP address.", host)
+			case !ip.IsLoopback():
+				d.warnf(a.PathRange, "Admin socket reachable from the network", "%s is not a loopback address: anyone who reaches it gets level %q; there is no password.", host, as.Level)
+			}
+			if set(a.User) || set(a.Group) || set(a.Mode) {
+				d.errorf(a.PathRange, "Unix options on a TCP socket", "mode, user and group apply to unix sockets only.")
+			}
+		} else if !strings.HasPrefix(a.Path, "/") {
+			d.errorf(a.PathRange, "Invalid admin socket path", "%q must be an absolute path or tcp://IP:port.", a.Path)
 		}
 		if seenAdmin[a.Path] {
 			d.errorf(a.PathRange, "Duplicate admin socket", "%q is given twice.", a.Path)

@@ -16,11 +16,15 @@ const defaultAdmin = "/run/sluice/admin.sock"
 // an interactive prompt.
 func ctlCmd(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("ctl", stderr)
-	sock := fs.String("s", defaultAdmin, "admin socket")
+	sock := fs.String("s", defaultAdmin, "admin socket: a unix socket path or tcp://IP:port")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	c, err := net.DialTimeout("unix", *sock, 5*time.Second)
+	network, addr := "unix", *sock
+	if a, ok := strings.CutPrefix(*sock, "tcp://"); ok {
+		network, addr = "tcp", a
+	}
+	c, err := net.DialTimeout(network, addr, 5*time.Second)
 	if err != nil {
 		fmt.Fprintf(stderr, "sluice ctl: %v\n", err)
 		return 1
@@ -38,7 +42,9 @@ func ctlCmd(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprint(c, "prompt\n")
 	go func() {
 		io.Copy(c, os.Stdin)
-		c.(*net.UnixConn).CloseWrite()
+		if cw, ok := c.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
 	}()
 	io.Copy(stdout, c)
 	return 0

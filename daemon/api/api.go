@@ -12,7 +12,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/user"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -29,7 +31,7 @@ const fdBatch = 16
 // Server answers commands on one admin socket.
 type Server struct {
 	cfg hcl.AdminSocket
-	ln  *net.UnixListener
+	ln  net.Listener
 	log *slog.Logger
 	// Listeners returns the listening sockets by bind address, for _getsocks.
 	Listeners func() map[string]*net.TCPListener
@@ -45,6 +47,15 @@ type Server struct {
 // renamed into place, so that a predecessor still serving on the same path
 // (during a takeover) is replaced without a moment with no socket.
 func Listen(cfg hcl.AdminSocket, log *slog.Logger) (*Server, error) {
+	srv := &Server{cfg: cfg, log: log.With("component", "api", "socket", cfg.Path), Started: time.Now()}
+	if addr, ok := strings.CutPrefix(cfg.Path, "tcp://"); ok {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		srv.ln = ln
+		return srv, nil
+	}
 	tmp := fmt.Sprintf("%s.%d.tmp", cfg.Path, os.Getpid())
 	os.Remove(tmp)
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
@@ -52,17 +63,53 @@ func Listen(cfg hcl.AdminSocket, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	ln.SetUnlinkOnClose(false)
-	if err := os.Chmod(tmp, os.FileMode(cfg.Mode)); err != nil {
+	fail := func(err error) (*Server, error) {
 		ln.Close()
 		os.Remove(tmp)
 		return nil, err
+	}
+	if err := os.Chmod(tmp, os.FileMode(cfg.Mode)); err != nil {
+		return fail(err)
+	}
+	if cfg.User != "" || cfg.Group != "" {
+		uid, gid, err := owner(cfg.User, cfg.Group)
+		if err != nil {
+			return fail(err)
+		}
+		if err := os.Chown(tmp, uid, gid); err != nil {
+			return fail(err)
+		}
 	}
 	if err := os.Rename(tmp, cfg.Path); err != nil {
-		ln.Close()
-		os.Remove(tmp)
-		return nil, err
+		return fail(err)
 	}
-	return &Server{cfg: cfg, ln: ln, log: log.With("component", "api", "socket", cfg.Path), Started: time.Now()}, nil
+	srv.ln = ln
+	return srv, nil
+}
+
+// owner resolves user and group names (or numbers) from /etc/passwd and
+// /etc/group; -1 keeps the current one.
+func owner(userName, groupName string) (int, int, error) {
+	uid, gid := -1, -1
+	if userName != "" {
+		u, err := user.Lookup(userName)
+		if err != nil {
+			if u, err = user.LookupId(userName); err != nil {
+				return 0, 0, fmt.Errorf("admin socket user %q: %w", userName, err)
+			}
+		}
+		uid, _ = strconv.Atoi(u.Uid)
+	}
+	if groupName != "" {
+		g, err := user.LookupGroup(groupName)
+		if err != nil {
+			if g, err = user.LookupGroupId(groupName); err != nil {
+				return 0, 0, fmt.Errorf("admin socket group %q: %w", groupName, err)
+			}
+		}
+		gid, _ = strconv.Atoi(g.Gid)
+	}
+	return uid, gid, nil
 }
 
 // Close stops answering. The path is left to a successor that may have
@@ -72,7 +119,7 @@ func (s *Server) Close() { s.ln.Close() }
 // Serve answers connections until Close.
 func (s *Server) Serve() {
 	for {
-		c, err := s.ln.AcceptUnix()
+		c, err := s.ln.Accept()
 		if err != nil {
 			return
 		}
@@ -80,7 +127,7 @@ func (s *Server) Serve() {
 	}
 }
 
-func (s *Server) session(c *net.UnixConn) {
+func (s *Server) session(c net.Conn) {
 	defer c.Close()
 	defer func() {
 		if r := recover(); r != nil {
@@ -119,8 +166,9 @@ func (s *Server) session(c *net.UnixConn) {
 }
 
 // getsocks answers _getsocks when this socket may expose its listeners.
-func (s *Server) getsocks(c *net.UnixConn) {
-	if s.cfg.Level != "admin" || !s.cfg.ExposeListeners {
+func (s *Server) getsocks(conn net.Conn) {
+	c, unixSocket := conn.(*net.UnixConn)
+	if s.cfg.Level != "admin" || !s.cfg.ExposeListeners || !unixSocket {
 		fmt.Fprint(c, "Permission denied: this socket does not expose its listeners (expose_listeners = true, level admin).\n\n")
 		return
 	}

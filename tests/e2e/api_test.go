@@ -7,10 +7,12 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -323,5 +325,39 @@ func TestShowStatTypedAndJSON(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no server stot of 3 in show stat json:\n%s", js)
+	}
+}
+
+func TestAdminSocketOverTCPAndOwnership(t *testing.T) {
+	t.Parallel()
+	a := newBackend(t, "a")
+	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	tcpAdmin := fmt.Sprintf("tcp://127.0.0.1:%d", freePort(t))
+	unixAdmin := filepath.Join(filepath.Dir(controlPath(t)), "owned.sock")
+	startSluice(t, fmt.Sprintf(`global {
+  admin_socket %q { level = "operator" }
+  admin_socket %q {
+    level = "user"
+    group = "nogroup"
+    mode  = "0640"
+  }
+}
+`, tcpAdmin, unixAdmin)+config(fe, servers(a)))
+	if out, code := ctl(t, tcpAdmin, "show info"); code != 0 || !strings.Contains(out, "Name: sluice") {
+		t.Errorf("show info over TCP: %q", out)
+	}
+	if out, code := ctl(t, tcpAdmin, "set server be/a weight 7"); code != 0 {
+		t.Errorf("an operator-level change over TCP: %q", out)
+	}
+	if out, _ := ctl(t, tcpAdmin, "shutdown sessions server be/a"); !strings.Contains(out, "Permission denied") {
+		t.Errorf("an admin command at operator level: %q", out)
+	}
+	st, err := os.Stat(unixAdmin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	grp, _ := user.LookupGroup("nogroup")
+	if gid := fmt.Sprint(st.Sys().(*syscall.Stat_t).Gid); grp == nil || gid != grp.Gid || st.Mode().Perm() != 0o640 {
+		t.Errorf("socket group %s mode %v, want nogroup and 0640", gid, st.Mode().Perm())
 	}
 }
