@@ -234,8 +234,7 @@ func cmdDisable(s *Server, w io.Writer, args []string) string {
 	if sv == nil {
 		return msg
 	}
-	sv.SetMaint(true)
-	b.Rebalance()
+	applyState(b, sv, "maint")
 	s.audit("disable", sv)
 	return ""
 }
@@ -248,7 +247,7 @@ func cmdEnable(s *Server, w io.Writer, args []string) string {
 	if sv == nil {
 		return msg
 	}
-	sv.SetMaint(false)
+	sv.SetMaint(false) // leaves a drain in place, as HAProxy's enable server does
 	b.Rebalance()
 	b.Dispatch()
 	s.audit("enable", sv)
@@ -286,34 +285,53 @@ func cmdSetServer(s *Server, w io.Writer, args []string) string {
 	}
 	switch args[1] {
 	case "state":
-		switch args[2] {
-		case "ready":
-			sv.SetMaint(false)
-			sv.SetDrain(false)
-			b.Dispatch()
-		case "drain":
-			sv.SetMaint(false)
-			sv.SetDrain(true)
-		case "maint":
-			sv.SetMaint(true)
-		default:
+		if !applyState(b, sv, args[2]) {
 			return "'set server <srv> state' expects 'ready', 'drain' and 'maint'."
 		}
-		b.Rebalance()
 		s.audit("state "+args[2], sv)
-	case "addr":
-		return "'set server <srv> addr' expects an address and optionally 'port N'."
 	case "weight":
-		wt, err := strconv.Atoi(strings.TrimSuffix(args[2], "%"))
-		if err != nil || wt < 0 || wt > 256 {
+		wt, ok := parseWeight(strings.TrimSuffix(args[2], "%"))
+		if !ok {
 			return "Integer value between 0 and 256 expected."
 		}
 		b.SetWeight(sv, wt)
 		s.audit("weight "+args[2], sv)
 	default:
-		return "'set server <srv>' only supports 'state' and 'weight'."
+		return "'set server <srv>' only supports 'state', 'weight' and 'addr'."
 	}
 	return ""
+}
+
+// applyState puts a server in service (ready), in drain or in maintenance,
+// and rebuilds its backend's balancers; false for an unknown state.
+func applyState(b *backend.Backend, sv *server.Server, state string) bool {
+	switch state {
+	case "ready":
+		sv.SetMaint(false)
+		sv.SetDrain(false)
+	case "drain":
+		sv.SetMaint(false)
+		sv.SetDrain(true)
+	case "maint":
+		sv.SetMaint(true)
+	default:
+		return false
+	}
+	b.Rebalance()
+	b.Dispatch()
+	return true
+}
+
+// killSessions ends every established session of sv and counts them.
+func killSessions(sv *server.Server) int {
+	n := 0
+	sv.Sessions(func(ss server.Session) { ss.Kill(); n++ })
+	return n
+}
+
+func parseWeight(v string) (int, bool) {
+	w, err := strconv.Atoi(v)
+	return w, err == nil && w >= 0 && w <= 256
 }
 
 func cmdSetMaxConn(s *Server, w io.Writer, args []string) string {
@@ -381,8 +399,7 @@ func cmdShutdownSessions(s *Server, w io.Writer, args []string) string {
 	if sv == nil {
 		return msg
 	}
-	n := 0
-	sv.Sessions(func(ss server.Session) { ss.Kill(); n++ })
+	n := killSessions(sv)
 	s.log.Info("runtime change", "action", "shutdown sessions", "backend", sv.Backend, "server", sv.Name, "sessions", n)
 	return ""
 }

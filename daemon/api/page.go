@@ -20,7 +20,6 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"sluice/daemon/engine"
-	"sluice/daemon/server"
 	"sluice/hcl"
 	"sluice/version"
 )
@@ -139,30 +138,20 @@ func (p *StatsPage) act(w http.ResponseWriter, r *http.Request, user string) {
 	action := r.PostForm.Get("action")
 	if sv != nil {
 		switch action {
-		case "ready":
-			sv.SetMaint(false)
-			sv.SetDrain(false)
-		case "drain":
-			sv.SetMaint(false)
-			sv.SetDrain(true)
-		case "maint":
-			sv.SetMaint(true)
+		case "ready", "drain", "maint":
+			applyState(b, sv, action)
 		case "weight":
-			wt, err := strconv.Atoi(r.PostForm.Get("weight"))
-			if err != nil || wt < 0 || wt > 256 {
+			wt, ok := parseWeight(r.PostForm.Get("weight"))
+			if !ok {
 				msg = "weight must be a number from 0 to 256"
 				break
 			}
 			b.SetWeight(sv, wt)
 		case "kill":
-			n := 0
-			sv.Sessions(func(ss server.Session) { ss.Kill(); n++ })
-			msg = strconv.Itoa(n) + " sessions killed"
+			msg = strconv.Itoa(killSessions(sv)) + " sessions killed"
 		default:
 			msg = "unknown action " + action
 		}
-		b.Rebalance()
-		b.Dispatch()
 		p.log.Info("stats page action", "user", user, "action", action, "backend", b.Name, "server", sv.Name, "weight", r.PostForm.Get("weight"))
 		if msg == "" {
 			msg = "done: " + action + " " + b.Name + "/" + sv.Name
