@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"sluice/daemon/backend"
 	"sluice/daemon/server"
 	"sluice/daemon/stats"
+	"sluice/version"
 )
 
 // levels orders the access levels.
@@ -41,6 +43,7 @@ func init() {
 		{[]string{"disable", "server"}, "operator", "disable server B/S                      : put a server in maintenance", cmdDisable},
 		{[]string{"enable", "server"}, "operator", "enable server B/S                       : take a server out of maintenance", cmdEnable},
 		{[]string{"set", "server"}, "operator", "set server B/S state ready|drain|maint  : change a server's state\nset server B/S weight N                 : change a server's weight\nset server B/S addr IP [port N]         : change a server's address", cmdSetServer},
+		{[]string{"show", "proc"}, "user", "show proc                               : master and worker processes", cmdShowProc},
 		{[]string{"show", "sess"}, "user", "show sess                               : established sessions", cmdShowSess},
 		{[]string{"set", "maxconn", "frontend"}, "admin", "set maxconn frontend F N                : change a frontend's connection limit", cmdSetMaxConnFrontend},
 		{[]string{"shutdown", "sessions", "server"}, "admin", "shutdown sessions server B/S            : kill every session of a server", cmdShutdownSessions},
@@ -429,5 +432,21 @@ func cmdClearCounters(s *Server, w io.Writer, args []string) string {
 			}
 		}
 	}
+	return ""
+}
+
+// cmdShowProc lists the processes the way HAProxy's master CLI does, as
+// far as a worker knows them: its master and itself.
+func cmdShowProc(s *Server, w io.Writer, _ []string) string {
+	up := time.Since(s.Started)
+	uptime := fmt.Sprintf("%dd%02dh%02dm%02ds", int(up.Hours())/24, int(up.Hours())%24, int(up.Minutes())%60, int(up.Seconds())%60)
+	fmt.Fprintf(w, "#%-14s %-15s %-15s %-15s %s\n", "<PID>", "<type>", "<generation>", "<uptime>", "<version>")
+	if gen := os.Getenv("SLUICE_GENERATION"); gen != "" {
+		fmt.Fprintf(w, "%-15d %-15s %-15s %-15s %s\n", os.Getppid(), "master", "-", "-", version.Version)
+		fmt.Fprintf(w, "%-15d %-15s %-15s %-15s %s\n", os.Getpid(), "worker", gen, uptime, version.Version)
+	} else {
+		fmt.Fprintf(w, "%-15d %-15s %-15s %-15s %s\n", os.Getpid(), "standalone", "-", uptime, version.Version)
+	}
+	fmt.Fprintln(w)
 	return ""
 }

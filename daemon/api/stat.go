@@ -41,7 +41,7 @@ func statRows(e *engine.Engine) []row {
 		rows = append(rows, row{
 			"pxname": f.Name, "svname": "FRONTEND", "scur": n(st.Cur.Load()), "smax": n(st.Max.Load()), "slim": n(lim),
 			"stot": n(st.Total.Load()), "bin": n(st.BytesIn.Load()), "bout": n(st.BytesOut.Load()),
-			"dreq": n(st.Denied.Load()), "dresp": "0", "ereq": "0", "status": "OPEN", "pid": pid, "iid": strconv.Itoa(iid),
+			"dreq": n(st.Denied.Load()), "dresp": "0", "ereq": n(st.ReqErrors.Load()), "status": "OPEN", "pid": pid, "iid": strconv.Itoa(iid),
 			"sid": "0", "type": "0", "mode": string(f.Config.Mode), "conn_tot": n(st.Total.Load()),
 			"rate": n(st.SessRate.PerSecond()), "rate_max": n(st.SessRate.Max()), "rate_lim": "0",
 			"conn_rate": n(st.SessRate.PerSecond()), "conn_rate_max": n(st.SessRate.Max()),

@@ -48,6 +48,7 @@ var (
 	feTotal   = newDesc("frontend_sessions_total", "Sessions since start.", prometheus.CounterValue, "proxy")
 	feIn      = newDesc("frontend_bytes_in_total", "Bytes received from clients.", prometheus.CounterValue, "proxy")
 	feOut     = newDesc("frontend_bytes_out_total", "Bytes sent to clients.", prometheus.CounterValue, "proxy")
+	feReqErr  = newDesc("frontend_request_errors_total", "Malformed input from clients.", prometheus.CounterValue, "proxy")
 	feRate    = newDesc("frontend_current_session_rate", "Sessions in the last second.", prometheus.GaugeValue, "proxy")
 	feRateMax = newDesc("frontend_max_session_rate", "Most sessions in one second.", prometheus.GaugeValue, "proxy")
 	feDenied  = newDesc("frontend_requests_denied_total", "Connections refused by rules.", prometheus.CounterValue, "proxy")
@@ -95,7 +96,7 @@ var (
 )
 
 var all = []desc{processCurConns, processMaxConn, processConns, processThreads, processUptime, processStart,
-	feCur, feMax, feLimit, feTotal, feIn, feOut, feDenied, feRate, feRateMax,
+	feCur, feMax, feLimit, feTotal, feIn, feOut, feDenied, feReqErr, feRate, feRateMax,
 	beCur, beMax, beTotal, beIn, beOut, beQueue, beQueueMax, beConnErr, beRetries, beRedisp, beCliAbrt, beSrvAbrt, beStatus, beActive, beBackup,
 	beRate, beRateMax, beQTime, beCTime, beTTime,
 	svCur, svMax, svLimit, svTotal, svIn, svOut, svConnErr, svRetries, svSelected, svStatus, svWeight, svChkFail, svChkDown, svDowntime, svSrcEx,
@@ -133,6 +134,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		emit(feIn, i(st.BytesIn.Load()), f.Name)
 		emit(feOut, i(st.BytesOut.Load()), f.Name)
 		emit(feDenied, i(st.Denied.Load()), f.Name)
+		emit(feReqErr, i(st.ReqErrors.Load()), f.Name)
 		emit(feRate, i(st.SessRate.PerSecond()), f.Name)
 		emit(feRateMax, i(st.SessRate.Max()), f.Name)
 	}

@@ -178,6 +178,7 @@ func (s *session) setup() bool {
 		}
 		h, err := proxyproto.Read(s.c, deadline)
 		if err != nil {
+			f.Stats.ReqErrors.Add(1)
 			e.Term = [2]byte{'P', 'R'}
 			if isTimeout(err) {
 				e.Term = [2]byte{'c', 'R'}

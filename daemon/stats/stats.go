@@ -16,6 +16,7 @@ type Counters struct {
 	BytesIn      atomic.Int64 // from clients
 	BytesOut     atomic.Int64 // to clients
 	Denied       atomic.Int64 // refused by rules
+	ReqErrors    atomic.Int64 // malformed input from clients (a bad PROXY header)
 	ConnErrors   atomic.Int64 // failed server connections
 	Retries      atomic.Int64
 	Redispatches atomic.Int64
@@ -42,7 +43,7 @@ func (c *Counters) ClearMax() {
 // ClearAll resets every cumulative counter and maximum ("clear counters all").
 func (c *Counters) ClearAll() {
 	c.ClearMax()
-	for _, v := range []*atomic.Int64{&c.Total, &c.BytesIn, &c.BytesOut, &c.Denied, &c.ConnErrors, &c.Retries,
+	for _, v := range []*atomic.Int64{&c.Total, &c.BytesIn, &c.BytesOut, &c.Denied, &c.ReqErrors, &c.ConnErrors, &c.Retries,
 		&c.Redispatches, &c.ClientAborts, &c.ServerAborts, &c.SourceExhausted} {
 		v.Store(0)
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,7 +19,7 @@ import (
 )
 
 // adminConfig is a frontend and a backend with admin sockets at two levels.
-func adminConfig(t *testing.T, fe string, body string) (cfg, admin, user string) {
+func adminConfig(t *testing.T, fe string, body string, frontendExtra ...string) (cfg, admin, user string) {
 	dir := filepath.Dir(controlPath(t))
 	admin, user = filepath.Join(dir, "admin.sock"), filepath.Join(dir, "user.sock")
 	cfg = fmt.Sprintf(`global {
@@ -28,7 +29,7 @@ func adminConfig(t *testing.T, fe string, body string) (cfg, admin, user string)
   }
   admin_socket %q { level = "user" }
 }
-`, admin, user) + config(fe, body)
+`, admin, user) + config(fe, body, frontendExtra...)
 	return cfg, admin, user
 }
 
@@ -359,5 +360,29 @@ func TestAdminSocketOverTCPAndOwnership(t *testing.T) {
 	grp, _ := user.LookupGroup("nogroup")
 	if gid := fmt.Sprint(st.Sys().(*syscall.Stat_t).Gid); grp == nil || gid != grp.Gid || st.Mode().Perm() != 0o640 {
 		t.Errorf("socket group %s mode %v, want nogroup and 0640", gid, st.Mode().Perm())
+	}
+}
+
+func TestShowProcAndRequestErrors(t *testing.T) {
+	t.Parallel()
+	a := newBackend(t, "a")
+	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg, admin, _ := adminConfig(t, fe, servers(a), "accept_proxy = true")
+	d := startSluice(t, cfg)
+	for range 3 {
+		c, err := net.Dial("tcp", fe)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, "not a proxy header\r\n")
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		io.ReadAll(c)
+		c.Close()
+	}
+	eventually(t, 2*time.Second, "3 request errors", func() bool { return stat(t, admin)["fe/FRONTEND"]["ereq"] == "3" })
+	out, _ := ctl(t, admin, "show proc")
+	master := fmt.Sprint(d.cmd.Process.Pid)
+	if !regexp.MustCompile(`(?m)^`+master+` +master`).MatchString(out) || !regexp.MustCompile(`(?m)^\d+ +worker +1 `).MatchString(out) {
+		t.Errorf("show proc:\n%s", out)
 	}
 }
