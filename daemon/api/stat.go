@@ -66,7 +66,7 @@ func serverRows(b *backend.Backend, iid int, pid string) []row {
 		r := row{
 			"pxname": b.Name, "svname": s.Name, "qcur": "0", "qmax": "0", "scur": n(st.Cur.Load()), "smax": n(st.Max.Load()),
 			"stot": n(st.Total.Load()), "bin": n(st.BytesIn.Load()), "bout": n(st.BytesOut.Load()), "dresp": "0",
-			"econ": n(st.ConnErrors.Load()), "eresp": "0", "wretr": n(st.Retries.Load()), "wredis": n(st.Redispatches.Load()),
+			"econ": n(st.ConnErrors.Load()), "eresp": n(st.ServerAborts.Load()), "wretr": n(st.Retries.Load()), "wredis": n(st.Redispatches.Load()),
 			"status": s.Status(), "weight": strconv.Itoa(s.Weight()), "uweight": strconv.Itoa(s.Weight()), "act": act, "bck": bck,
 			"lastchg": n(int64(time.Since(s.LastChange()).Seconds())), "pid": pid, "iid": strconv.Itoa(iid),
 			"sid": strconv.Itoa(s.ID), "lbtot": n(s.Selected.Load()), "type": "2", "cli_abrt": n(st.ClientAborts.Load()),
@@ -125,7 +125,7 @@ func backendRow(b *backend.Backend, iid int, pid string) row {
 	return row{
 		"pxname": b.Name, "svname": "BACKEND", "qcur": n(b.QueueLen()), "qmax": n(st.QueueMax.Load()),
 		"scur": n(st.Cur.Load()), "smax": n(st.Max.Load()), "stot": n(st.Total.Load()), "bin": n(st.BytesIn.Load()),
-		"bout": n(st.BytesOut.Load()), "dreq": "0", "dresp": "0", "econ": n(st.ConnErrors.Load()), "eresp": "0",
+		"bout": n(st.BytesOut.Load()), "dreq": "0", "dresp": "0", "econ": n(st.ConnErrors.Load()), "eresp": n(st.ServerAborts.Load()),
 		"wretr": n(st.Retries.Load()), "wredis": n(st.Redispatches.Load()), "status": status, "weight": strconv.Itoa(weight),
 		"uweight": strconv.Itoa(weight), "act": strconv.Itoa(active), "bck": strconv.Itoa(backup), "pid": pid,
 		"iid": strconv.Itoa(iid), "sid": "0", "lbtot": n(st.Total.Load()), "type": "1", "cli_abrt": n(st.ClientAborts.Load()),
