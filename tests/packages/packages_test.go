@@ -16,7 +16,7 @@ import (
 
 const version = "0.0.1"
 
-var root, _ = filepath.Abs("../..")
+var repo, _ = filepath.Abs("../..")
 
 func need(t *testing.T, tool, pkg string) {
 	t.Helper()
@@ -31,7 +31,7 @@ func need(t *testing.T, tool, pkg string) {
 func run(t *testing.T, name string, args ...string) string {
 	t.Helper()
 	cmd := exec.Command(name, args...)
-	cmd.Dir = root
+	cmd.Dir = repo
 	cmd.Env = append(os.Environ(), "SOURCE_DATE_EPOCH=1763856000")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -48,7 +48,7 @@ var outputs = []string{
 func digests(t *testing.T) map[string][32]byte {
 	out := map[string][32]byte{}
 	for _, f := range outputs {
-		b, err := os.ReadFile(filepath.Join(root, f))
+		b, err := os.ReadFile(filepath.Join(repo, f))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -99,7 +99,7 @@ func TestPackages(t *testing.T) {
 	t.Run("lintian", func(t *testing.T) {
 		need(t, "lintian", "lintian")
 		cmd := exec.Command("lintian", "--tag-display-limit", "0", outputs[0])
-		cmd.Dir = root
+		cmd.Dir = repo
 		out, _ := cmd.CombinedOutput()
 		for _, line := range strings.Split(string(out), "\n") {
 			if strings.HasPrefix(line, "E:") || strings.HasPrefix(line, "W:") {
@@ -129,8 +129,8 @@ func TestPackages(t *testing.T) {
 
 	t.Run("shipped configuration checks", func(t *testing.T) {
 		var out bytes.Buffer
-		cmd := exec.Command(filepath.Join(root, "dist/build/sluice-host"), "check", "-f", "packaging/sluice.hcl")
-		cmd.Dir, cmd.Stdout, cmd.Stderr = root, &out, &out
+		cmd := exec.Command(filepath.Join(repo, "dist/build/sluice-host"), "check", "-f", "packaging/sluice.hcl")
+		cmd.Dir, cmd.Stdout, cmd.Stderr = repo, &out, &out
 		if err := cmd.Run(); err != nil || strings.Contains(out.String(), "warning") {
 			t.Errorf("sluice check of the shipped configuration: %v\n%s", err, out.String())
 		}
