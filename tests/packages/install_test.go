@@ -123,4 +123,3 @@ func TestRpmInstallIntoScratchRoot(t *testing.T) {
 		}
 	}
 }
-
