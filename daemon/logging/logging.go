@@ -37,7 +37,10 @@ type Logger struct {
 	queue   chan *entry
 	done    chan struct{}
 	pool    sync.Pool
-	closed  atomic.Bool
+	// mu orders sends against Close: sends share it, Close takes it alone,
+	// so no line is ever sent on the closed queue.
+	mu     sync.RWMutex
+	closed bool
 	// Dropped counts lines lost because the queue was full.
 	Dropped atomic.Int64
 }
@@ -84,7 +87,9 @@ func (l *Logger) Send(severity int, msg []byte) { l.send(false, severity, msg) }
 func (l *Logger) Event(severity int, msg string) { l.send(true, severity, []byte(msg)) }
 
 func (l *Logger) send(event bool, severity int, msg []byte) {
-	if l.closed.Load() {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.closed {
 		return
 	}
 	e := l.pool.Get().(*entry)
@@ -103,10 +108,14 @@ func (l *Logger) Printf(severity int, format string, args ...any) {
 
 // Close writes what is queued and closes the sockets.
 func (l *Logger) Close() {
-	if l.closed.Swap(true) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
 		return
 	}
+	l.closed = true
 	close(l.queue)
+	l.mu.Unlock()
 	<-l.done
 }
 

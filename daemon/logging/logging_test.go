@@ -84,3 +84,27 @@ func TestSyslogTCPOctetCounting(t *testing.T) {
 		t.Errorf("stream %q is not two octet-counted messages", s)
 	}
 }
+
+// TestSendDuringClose logs from many goroutines while the logger closes:
+// nothing may panic (a session can end while a hard stop closes the logs).
+func TestSendDuringClose(t *testing.T) {
+	for range 20 {
+		l := New([]hcl.LogTarget{{Network: "udp", Address: "127.0.0.1:9", Facility: 16, Format: "rfc3164", Tag: "t"}})
+		done := make(chan struct{})
+		for range 4 {
+			go func() {
+				for i := 0; ; i++ {
+					select {
+					case <-done:
+						return
+					default:
+						l.Printf(Info, "line %d", i)
+					}
+				}
+			}()
+		}
+		time.Sleep(time.Millisecond)
+		l.Close()
+		close(done)
+	}
+}
