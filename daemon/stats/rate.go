@@ -57,9 +57,18 @@ func (r *Rate) perSecond(now uint64) int64 {
 	return 0
 }
 
-// Max is the highest per-second count seen.
-func (r *Rate) Max() int64 {
-	return max(r.max.Load(), r.PerSecond())
+// Max is the highest per-second count of the complete seconds seen.
+func (r *Rate) Max() int64 { return r.maxAt(uint64(time.Now().Unix())) }
+
+func (r *Rate) maxAt(now uint64) int64 {
+	m := r.max.Load()
+	// The last second with events is folded into max only when a later
+	// event rolls it over; count it here once it is over.
+	cur := r.cur.Load()
+	if sec, n := cur>>rateCountBits, int64(cur&(1<<rateCountBits-1)); sec < now {
+		m = max(m, n)
+	}
+	return m
 }
 
 // ClearMax resets the maximum.

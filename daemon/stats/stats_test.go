@@ -69,6 +69,16 @@ func TestRate(t *testing.T) {
 	if got := r.perSecond(200); got != 0 {
 		t.Errorf("long after: %d", got)
 	}
+	var quiet Rate
+	for range 7 {
+		quiet.add(300)
+	}
+	if got := quiet.maxAt(300); got != 0 {
+		t.Errorf("max during the only busy second: %d, want 0 (not complete)", got)
+	}
+	if got := quiet.maxAt(310); got != 7 {
+		t.Errorf("max long after the only busy second: %d, want 7", got)
+	}
 }
 
 func TestAverageConverges(t *testing.T) {

@@ -35,6 +35,11 @@ func run(m *testing.M) int {
 	sluiceBin = filepath.Join(dir, "sluice")
 	build := exec.Command("go", "build", "-trimpath", "-tags", "netgo,osusergo", "-o", sluiceBin, "sluice/cmd/sluice")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if os.Getenv("SLUICE_E2E_RACE") == "1" {
+		// A developer's check: the daemon under the race detector (needs cgo).
+		build = exec.Command("go", "build", "-race", "-o", sluiceBin, "sluice/cmd/sluice")
+		build.Env = append(os.Environ(), "CGO_ENABLED=1")
+	}
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building sluice:", err)
