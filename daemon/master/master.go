@@ -565,6 +565,13 @@ func (m *Master) stop(sig syscall.Signal) int {
 	for _, w := range all {
 		w.proc.Signal(sig)
 	}
+	// Close our copies of the listening sockets too, so that new clients
+	// are refused at once (and fail over) instead of waiting in an accept
+	// queue nobody will serve; sessions under way are the workers'.
+	for addr, fd := range m.listeners {
+		unix.Close(fd)
+		delete(m.listeners, addr)
+	}
 	grace := 5 * time.Second
 	if sig == syscall.SIGTERM {
 		grace = 24 * time.Hour
