@@ -127,6 +127,30 @@ func TestPackages(t *testing.T) {
 		}
 	})
 
+	t.Run("rpmlint", func(t *testing.T) {
+		need(t, "rpmlint", "rpmlint")
+		// Findings accepted, each with its reason.
+		accepted := map[string]string{
+			"no-signature":               "packages are signed at release with the distributor's key, not in CI",
+			"no-changelogname-tag":       "the history is the repository's; there is no RPM changelog",
+			"no-binary":                  "rpmlint does not recognise a static Go executable as a binary",
+			"non-coherent-filename":      "the file name sluice-VERSION.ARCH.rpm is the interface the project promises",
+			"only-non-binary-in-usr-lib": "the unit, sysusers and tmpfiles files belong in /usr/lib, where systemd reads them",
+			"manpage-not-compressed":     "gzip is what Fedora and RHEL use; rpmlint's default configuration asks for bzip2",
+			"no-manual-page-for-binary":  "follows from the bzip2 expectation above; sluice(8) is shipped gzip-compressed",
+			"invalid-license":            "Apache-2.0 is the SPDX identifier; rpmlint 2.4's list predates SPDX names",
+		}
+		cmd := exec.Command("rpmlint", outputs[2])
+		cmd.Dir = repo
+		out, _ := cmd.CombinedOutput()
+		for _, line := range strings.Split(string(out), "\n") {
+			m := regexp.MustCompile(`^sluice\.\S+: [EW]: (\S+)`).FindStringSubmatch(line)
+			if m != nil && accepted[m[1]] == "" {
+				t.Errorf("rpmlint: %s", line)
+			}
+		}
+	})
+
 	t.Run("shipped configuration checks", func(t *testing.T) {
 		var out bytes.Buffer
 		cmd := exec.Command(filepath.Join(repo, "dist/build/sluice-host"), "check", "-f", "packaging/sluice.hcl")
