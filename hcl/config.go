@@ -21,6 +21,24 @@ type Config struct {
 	Global    Global
 	Frontends []*Frontend // frontend sections, then the frontend half of listen sections
 	Backends  []*Backend  // backend sections, then the backend half of listen sections
+	// SourcePools are the source_pool blocks, by name.
+	SourcePools map[string]*SourcePool
+}
+
+// SourcePool is a set of local addresses and a port range that server
+// connections are spread over, so that one balancer can hold more than
+// one address's worth of connections to one server.
+type SourcePool struct {
+	Name      string
+	Addresses []netip.Addr // CIDRs expanded
+	// PortLow and PortHigh bound the ports used on every address; default 1025-65000.
+	PortLow, PortHigh uint16
+	// Interface is where sluice net apply adds the addresses; empty: none added.
+	Interface string
+	// NAT: sluice binds only the first address and nftables rewrites the
+	// source over the pool (sluice net apply installs the rule).
+	NAT   bool
+	Range hcl.Range
 }
 
 // Backend returns the backend named name, or nil.
@@ -179,11 +197,13 @@ type Backend struct {
 	// Redispatch lets the last retry go to another server.
 	Redispatch bool
 	// Source is the default source address of server connections; nil: the kernel chooses.
-	Source   *Source
-	Servers  []*Server
-	Timeouts Timeouts
-	Log      bool
-	Range    hcl.Range
+	Source *Source
+	// SourcePool, if set, spreads server connections over a pool instead.
+	SourcePool *SourcePool
+	Servers    []*Server
+	Timeouts   Timeouts
+	Log        bool
+	Range      hcl.Range
 }
 
 // Server is one upstream address in a backend.
@@ -206,6 +226,8 @@ type Server struct {
 	SendProxy int
 	// Source overrides the backend's Source.
 	Source *Source
+	// SourcePool overrides the backend's source settings with a pool.
+	SourcePool *SourcePool
 	// Check is nil when the server is not health-checked.
 	Check *Check
 	Range hcl.Range

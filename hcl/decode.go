@@ -56,6 +56,7 @@ type proxyBlock struct {
 	HashType   hcl.Expression  `hcl:"hash_type,optional"`
 	Log        hcl.Expression  `hcl:"log,optional"`
 	Source     hcl.Expression  `hcl:"source,optional"`
+	SourcePool hcl.Expression  `hcl:"source_pool,optional"`
 	Timeouts   []*timeoutBlock `hcl:"timeout,block"`
 	Checks     []*checkBlock   `hcl:"check,block"`
 
@@ -115,6 +116,13 @@ type checkBlock struct {
 	Range        hcl.Range      `hcl:",def_range"`
 }
 
+type sourcePoolBlock struct {
+	Addresses hcl.Expression `hcl:"addresses"`
+	Ports     hcl.Expression `hcl:"ports,optional"`
+	Interface hcl.Expression `hcl:"interface,optional"`
+	NAT       hcl.Expression `hcl:"nat,optional"`
+}
+
 type tcpRuleBlock struct {
 	Action      string         `hcl:"action,label"`
 	ActionRange hcl.Range      `hcl:"action,label_range"`
@@ -122,18 +130,19 @@ type tcpRuleBlock struct {
 }
 
 type serverBlock struct {
-	Name      string         `hcl:"name,label"`
-	NameRange hcl.Range      `hcl:"name,label_range"`
-	Range     hcl.Range      `hcl:",def_range"`
-	Address   hcl.Expression `hcl:"address"`
-	Weight    hcl.Expression `hcl:"weight,optional"`
-	MaxConn   hcl.Expression `hcl:"maxconn,optional"`
-	MaxQueue  hcl.Expression `hcl:"maxqueue,optional"`
-	Backup    hcl.Expression `hcl:"backup,optional"`
-	Disabled  hcl.Expression `hcl:"disabled,optional"`
-	SendProxy hcl.Expression `hcl:"send_proxy,optional"`
-	Source    hcl.Expression `hcl:"source,optional"`
-	Checks    []*checkBlock  `hcl:"check,block"`
+	Name          string         `hcl:"name,label"`
+	NameRange     hcl.Range      `hcl:"name,label_range"`
+	Range         hcl.Range      `hcl:",def_range"`
+	Address       hcl.Expression `hcl:"address"`
+	Weight        hcl.Expression `hcl:"weight,optional"`
+	MaxConn       hcl.Expression `hcl:"maxconn,optional"`
+	MaxQueue      hcl.Expression `hcl:"maxqueue,optional"`
+	Backup        hcl.Expression `hcl:"backup,optional"`
+	Disabled      hcl.Expression `hcl:"disabled,optional"`
+	SendProxy     hcl.Expression `hcl:"send_proxy,optional"`
+	Source        hcl.Expression `hcl:"source,optional"`
+	SourcePoolRef hcl.Expression `hcl:"source_pool,optional"`
+	Checks        []*checkBlock  `hcl:"check,block"`
 }
 
 // section is one decoded top-level proxy block.
@@ -153,10 +162,13 @@ func decode(body hcl.Body, ctx *hcl.EvalContext) (*Config, hcl.Diagnostics) {
 	}
 
 	cfg := &Config{}
+	defer func() { cfg.SourcePools = d.pools }()
 	var global *globalBlock
 	defaults := &proxyBlock{}
 	var sections []section
 	seen := map[string]*hcl.Block{}
+	pools := map[string]*SourcePool{}
+	d.pools = pools
 	for _, blk := range content.Blocks {
 		switch blk.Type {
 		case "global":
@@ -167,6 +179,16 @@ func decode(body hcl.Body, ctx *hcl.EvalContext) (*Config, hcl.Diagnostics) {
 			seen["global"] = blk
 			global = &globalBlock{}
 			d.decodeBlock(blk.Body, global)
+		case "source_pool":
+			name := blk.Labels[0]
+			if prev, dup := pools[name]; dup {
+				d.errorf(blk.LabelRanges[0], "Duplicate source pool", "A source_pool named %q was already given at %s.", name, prev.Range)
+				continue
+			}
+			pb := &sourcePoolBlock{}
+			if d.decodeBlock(blk.Body, pb) {
+				pools[name] = d.sourcePool(name, blk, pb)
+			}
 		case "defaults":
 			if prev := seen["defaults"]; prev != nil {
 				d.errorf(blk.DefRange, "Duplicate defaults section", "The defaults section was already given at %s.", prev.DefRange)
@@ -403,6 +425,54 @@ func (d *decoder) global(g *globalBlock) Global {
 	return out
 }
 
+// sourcePool decodes a source_pool block: addresses (IPs or CIDRs, each
+// expanded), a port range, and the interface they live on.
+func (d *decoder) sourcePool(name string, blk *hcl.Block, pb *sourcePoolBlock) *SourcePool {
+	sp := &SourcePool{Name: name, Interface: d.str(pb.Interface, "interface", ""), NAT: d.boolean(pb.NAT, "nat", false), Range: blk.DefRange}
+	for _, a := range d.strings(pb.Addresses, "addresses") {
+		pfx, err := parsePrefix(a)
+		if err != nil {
+			d.errorf(pb.Addresses.Range(), "Invalid pool address", "%s.", err)
+			continue
+		}
+		if pfx.Addr().BitLen()-pfx.Bits() > 16 {
+			d.errorf(pb.Addresses.Range(), "Pool prefix too large", "%s has more than 65536 addresses.", pfx)
+			continue
+		}
+		for ip := pfx.Addr(); pfx.Contains(ip); ip = ip.Next() {
+			sp.Addresses = append(sp.Addresses, ip)
+		}
+	}
+	if len(sp.Addresses) == 0 {
+		d.errorf(blk.DefRange, "Empty source pool", "The source_pool %q needs addresses.", name)
+	}
+	ports := d.str(pb.Ports, "ports", "1025-65000")
+	lo, hi, ok := strings.Cut(ports, "-")
+	l, err1 := strconv.Atoi(lo)
+	h, err2 := strconv.Atoi(hi)
+	if !ok || err1 != nil || err2 != nil || l < 1 || h > 65535 || l > h {
+		d.errorf(pb.Ports.Range(), "Invalid port range", "ports must be \"low-high\" within 1-65535, not %q.", ports)
+	}
+	sp.PortLow, sp.PortHigh = uint16(l), uint16(h)
+	return sp
+}
+
+// poolRef resolves source_pool = "name"; it cannot be combined with source.
+func (d *decoder) poolRef(e hcl.Expression, hasSource bool) *SourcePool {
+	name := d.str(e, "source_pool", "")
+	if name == "" {
+		return nil
+	}
+	if hasSource {
+		d.errorf(e.Range(), "source and source_pool together", "Use either a single source or a source_pool.")
+	}
+	sp := d.pools[name]
+	if sp == nil {
+		d.errorf(e.Range(), "Unknown source pool", "No source_pool is named %q.", name)
+	}
+	return sp
+}
+
 // stats decodes a stats page block. Passwords should be bcrypt hashes; a
 // plain-text one is accepted with a warning.
 func (d *decoder) stats(sb *statsBlock) *Stats {
@@ -600,6 +670,7 @@ func (d *decoder) backend(s section, def *proxyBlock) *Backend {
 		d.errorf(hashType.Range(), "Unknown hash type", "hash_type must be \"map-based\" or \"consistent\", not %q.", be.HashType)
 	}
 	be.Source = d.source(pick(p.Source, def.Source))
+	be.SourcePool = d.poolRef(p.SourcePool, be.Source != nil)
 
 	ckr := func(c *checkBlock) hcl.Range { return c.Range }
 	backendCheck := single(d, p.Checks, ckr, "check")
@@ -645,6 +716,7 @@ func (d *decoder) server(sb *serverBlock, t Timeouts, checks ...*checkBlock) *Se
 		Source:   d.source(sb.Source),
 		Range:    sb.Range,
 	}
+	sv.SourcePool = d.poolRef(sb.SourcePoolRef, sv.Source != nil)
 	if err := checkServerAddress(sv.Address); err != nil && set(sb.Address) {
 		d.errorf(sb.Address.Range(), "Invalid server address", "%s.", err)
 	}

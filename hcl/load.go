@@ -181,6 +181,7 @@ var rootSchema = &hcl.BodySchema{
 		{Type: "frontend", LabelNames: []string{"name"}},
 		{Type: "backend", LabelNames: []string{"name"}},
 		{Type: "listen", LabelNames: []string{"name"}},
+		{Type: "source_pool", LabelNames: []string{"name"}},
 	},
 }
 

@@ -66,6 +66,9 @@ func TestDiagnosticPositions(t *testing.T) {
 		{"http backend", "backend \"b\" {\n  mode = \"http\"\n  server \"s\" { address = \"127.0.0.1:1\" }\n}\n", "c.hcl:3:3: error: HTTP proxying not available"},
 		{"http frontend without service", "frontend \"f\" {\n  mode = \"http\"\n  bind = [\":1\"]\n  default_backend = \"b\"\n}\nbackend \"b\" {\n  mode = \"http\"\n}\n", "c.hcl:2:10: error: HTTP proxying not available"},
 		{"prometheus in tcp mode", "listen \"m\" {\n  bind = [\":1\"]\n  prometheus {}\n}\n", "c.hcl:3:3: error: Prometheus needs HTTP mode"},
+		{"unknown pool", "backend \"b\" {\n  source_pool = \"nope\"\n}\n", "c.hcl:2:17: error: Unknown source pool"},
+		{"pool and source", "source_pool \"p\" { addresses = [\"127.0.0.2\"] }\nbackend \"b\" {\n  source = \"127.0.0.3\"\n  source_pool = \"p\"\n}\n", "c.hcl:4:17: error: source and source_pool together"},
+		{"bad pool ports", "source_pool \"p\" {\n  addresses = [\"127.0.0.2\"]\n  ports = \"9-1\"\n}\n", "c.hcl:3:11: error: Invalid port range"},
 		{"duplicate timeout", "defaults {\n  timeout {}\n  timeout {}\n}\n", "c.hcl:3:3: error: Duplicate timeout block"},
 	}
 	for _, tc := range cases {
@@ -192,6 +195,27 @@ listen "l" {
 	}
 	if l := cfg.Backend("l"); l == nil || cfg.Frontends[1].DefaultBackend != "l" || l.Retries != 5 {
 		t.Errorf("listen section not split into frontend and backend: %+v", l)
+	}
+}
+
+func TestSourcePool(t *testing.T) {
+	cfg, out := load(t, map[string]string{"c.hcl": `
+source_pool "p" {
+  addresses = ["192.0.2.10", "192.0.2.12/31"]
+  ports     = "20000-20999"
+  interface = "eth0"
+}
+backend "b" {
+  source_pool = "p"
+  server "s" { address = "127.0.0.1:1" }
+}
+`})
+	if cfg == nil {
+		t.Fatalf("load failed:\n%s", out)
+	}
+	p := cfg.Backend("b").SourcePool
+	if p == nil || len(p.Addresses) != 3 || p.Addresses[2].String() != "192.0.2.13" || p.PortLow != 20000 || p.PortHigh != 20999 || p.Interface != "eth0" {
+		t.Errorf("pool = %+v", p)
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 type decoder struct {
 	ctx   *hcl.EvalContext
 	diags hcl.Diagnostics
+	pools map[string]*SourcePool // decoded before the proxies that use them
 }
 
 func (d *decoder) errorf(rng hcl.Range, summary, format string, args ...any) {

@@ -35,8 +35,38 @@ type Backend struct {
 	maxQueue  int64
 	queue     queue
 	log       *slog.Logger
-	// OnNoSource is told when a server's source port range runs out.
-	OnNoSource func(s *server.Server, src *hcl.Source, inUse int)
+	// OnNoSource is told when a server's source ports run out; what names
+	// the range or pool.
+	OnNoSource func(s *server.Server, what string, inUse int)
+}
+
+// newTarget builds the way to reach a server from its own source settings,
+// else the backend's: a pool, an address with a port range, an address, or
+// whatever the kernel picks.
+func newTarget(sc *hcl.Server, cfg *hcl.Backend) *target {
+	t := &target{sendProxy: sc.SendProxy, inUse: func() int { return 0 }}
+	pool, src := sc.SourcePool, sc.Source
+	if pool == nil && src == nil {
+		pool, src = cfg.SourcePool, cfg.Source
+	}
+	switch {
+	case pool != nil && pool.NAT:
+		// The kernel rewrites the source over the pool (sluice net apply).
+		t.dialer, t.source = &source.Dialer{Addr: pool.Addresses[0]}, "pool "+pool.Name
+	case pool != nil:
+		p := source.NewPool(pool.Addresses, pool.PortLow, pool.PortHigh)
+		t.dialer, t.inUse = p, p.InUse
+		t.source = fmt.Sprintf("pool %s (%d addresses, ports %d-%d)", pool.Name, len(pool.Addresses), pool.PortLow, pool.PortHigh)
+	case src != nil && src.PortLow != 0:
+		d := &source.Dialer{Addr: src.Addr, Ports: source.NewPorts(src.PortLow, src.PortHigh)}
+		t.dialer, t.inUse = d, d.Ports.InUse
+		t.source = fmt.Sprintf("%s:%d-%d", src.Addr, src.PortLow, src.PortHigh)
+	case src != nil:
+		t.dialer, t.source = &source.Dialer{Addr: src.Addr}, src.Addr.String()
+	default:
+		t.dialer = &source.Dialer{}
+	}
+	return t
 }
 
 // balancers choose among the active servers, and among the backups when
@@ -92,10 +122,17 @@ func (b *Backend) Server(name string) *server.Server {
 	return nil
 }
 
+// dialer opens a server connection from a source; release gives its
+// source port back once the connection is closed.
+type dialer interface {
+	Dial(ctx context.Context, raddr string, timeout time.Duration) (conn *net.TCPConn, release func(), err error)
+}
+
 // target is how to reach one server.
 type target struct {
-	dialer    *source.Dialer
-	source    *hcl.Source
+	dialer    dialer
+	source    string     // the range or pool, for logs
+	inUse     func() int // source ports held now
 	sendProxy int
 }
 
@@ -122,17 +159,7 @@ func New(ctx context.Context, cfg *hcl.Backend, log *slog.Logger) (*Backend, err
 			s.Checked, s.Rise, s.Fall = true, sc.Check.Rise, sc.Check.Fall
 		}
 		s.SetMaint(sc.Disabled)
-		src := sc.Source
-		if src == nil {
-			src = cfg.Source
-		}
-		t := &target{dialer: &source.Dialer{}, source: src, sendProxy: sc.SendProxy}
-		if src != nil {
-			t.dialer.Addr = src.Addr
-			if src.PortLow != 0 {
-				t.dialer.Ports = source.NewPorts(src.PortLow, src.PortHigh)
-			}
-		}
+		t := newTarget(sc, cfg)
 		b.targets[s] = t
 		b.Servers = append(b.Servers, s)
 		if sc.MaxQueue == 0 {
@@ -297,7 +324,7 @@ func (b *Backend) Connect(ctx context.Context, client netip.AddrPort) (*Conn, *E
 			s.Stats.SourceExhausted.Add(1)
 			b.Stats.SourceExhausted.Add(1)
 			if b.OnNoSource != nil {
-				b.OnNoSource(s, tg.source, tg.dialer.Ports.InUse())
+				b.OnNoSource(s, tg.source, tg.inUse())
 			}
 			b.Release(s)
 			return nil, &Error{Term: [2]byte{'R', 'C'}, Server: s, Err: err, Wait: c.Wait, Retries: attempt}

@@ -242,9 +242,9 @@ func (e *Engine) Stop(grace time.Duration) bool {
 }
 
 // noSource logs a server connection refused for want of a source port.
-func (e *Engine) noSource(s *server.Server, src *hcl.Source, inUse int) {
-	msg := fmt.Sprintf("Server %s/%s: no free source port in %s:%d-%d (%d in use), connection refused",
-		s.Backend, s.Name, src.Addr, src.PortLow, src.PortHigh, inUse)
+func (e *Engine) noSource(s *server.Server, what string, inUse int) {
+	msg := fmt.Sprintf("Server %s/%s: no free source port in %s (%d in use), connection refused",
+		s.Backend, s.Name, what, inUse)
 	e.log.Warn(msg, "backend", s.Backend, "server", s.Name)
 	e.logs.Event(logging.Warning, msg)
 }

@@ -132,3 +132,37 @@ func TestDialAddressOnly(t *testing.T) {
 		t.Errorf("local IP %s, want 127.0.0.3", ip)
 	}
 }
+
+func TestPoolSpreadsAndBounds(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	addrs := []netip.Addr{netip.MustParseAddr("127.0.0.11"), netip.MustParseAddr("127.0.0.12"), netip.MustParseAddr("127.0.0.13")}
+	p := NewPool(addrs, 42000, 42003)
+	if p.Size() != 12 {
+		t.Fatalf("size %d, want 12", p.Size())
+	}
+	for i := range 12 {
+		c, _, err := p.Dial(context.Background(), ln.Addr().String(), time.Second)
+		if err != nil {
+			t.Fatalf("connection %d of 12: %v", i+1, err)
+		}
+		defer c.Close()
+	}
+	if _, _, err := p.Dial(context.Background(), ln.Addr().String(), time.Second); !errors.Is(err, ErrExhausted) {
+		t.Fatalf("13th: %v, want ErrExhausted", err)
+	}
+	for i, n := range p.InUseBy() {
+		if n != 4 {
+			t.Errorf("address %s holds %d connections, want 4 (even spread)", addrs[i], n)
+		}
+	}
+}

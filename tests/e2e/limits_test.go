@@ -240,3 +240,53 @@ backend "be" {
 	}
 	d.waitLog(`127\.0\.0\.1:\d+ \[.*\] fe be/<NOSRV> -1/-1/\d+ 0 PR `, 2*time.Second)
 }
+
+func TestSourcePoolSpreadsAndBounds(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	perAddr := map[string]int{}
+	b := newBackend(t, "s")
+	b.handle = func(c net.Conn) {
+		host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+		mu.Lock()
+		perAddr[host]++
+		mu.Unlock()
+		fmt.Fprintf(c, "s\n")
+		io.Copy(io.Discard, c)
+		c.Close()
+	}
+	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	d := startSluice(t, fmt.Sprintf(`
+source_pool "p" {
+  addresses = ["127.0.0.20/30"]
+  ports     = "43000-43009"
+}
+`)+config(fe, fmt.Sprintf(`
+  source_pool = "p"
+  server "s" { address = %q }
+`, b.addr)))
+	var held []*client
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for i := range 40 {
+		c, _, err := tryDial(fe, 3*time.Second)
+		if err != nil {
+			t.Fatalf("connection %d of 40: %v", i+1, err)
+		}
+		held = append(held, c)
+	}
+	if _, _, err := tryDial(fe, 3*time.Second); err == nil {
+		t.Fatal("the 41st concurrent connection was served; the pool has 4 × 10 pairs")
+	}
+	d.waitLog(`no free source port in pool p \(4 addresses, ports 43000-43009\) \(40 in use\)`, 2*time.Second)
+	mu.Lock()
+	defer mu.Unlock()
+	for _, a := range []string{"127.0.0.20", "127.0.0.21", "127.0.0.22", "127.0.0.23"} {
+		if perAddr[a] != 10 {
+			t.Errorf("%s carried %d connections, want 10 (even spread): %v", a, perAddr[a], perAddr)
+		}
+	}
+}

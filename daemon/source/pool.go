@@ -1,0 +1,75 @@
+package source
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"time"
+)
+
+// Pool spreads one server's connections over every (address, port) pair
+// of a source pool: each address has its own port allocator, and a new
+// connection takes the address with the most free ports (ties rotate), so
+// the addresses fill evenly. One Pool serves one server address: the same
+// pair can be reused towards another server.
+type Pool struct {
+	addrs []netip.Addr
+	ports []*Ports
+	next  atomic.Uint64
+}
+
+// NewPool returns a pool over addrs with ports low..high on each.
+func NewPool(addrs []netip.Addr, low, high uint16) *Pool {
+	p := &Pool{addrs: addrs}
+	for range addrs {
+		p.ports = append(p.ports, NewPorts(low, high))
+	}
+	return p
+}
+
+// Size is the number of (address, port) pairs.
+func (p *Pool) Size() int { return len(p.addrs) * p.ports[0].Size() }
+
+// InUse is the number of pairs held by connections.
+func (p *Pool) InUse() int {
+	n := 0
+	for _, ps := range p.ports {
+		n += ps.InUse()
+	}
+	return n
+}
+
+// InUseBy returns the pairs in use per address, in pool order.
+func (p *Pool) InUseBy() []int {
+	out := make([]int, len(p.ports))
+	for i, ps := range p.ports {
+		out[i] = ps.InUse()
+	}
+	return out
+}
+
+// Dial connects to raddr from the least used address of the pool.
+func (p *Pool) Dial(ctx context.Context, raddr string, timeout time.Duration) (*net.TCPConn, func(), error) {
+	n := len(p.addrs)
+	start := int(p.next.Add(1) % uint64(n))
+	best := -1
+	for i := range n {
+		j := (start + i) % n
+		if best < 0 || p.ports[j].InUse() < p.ports[best].InUse() {
+			best = j
+		}
+	}
+	// Try the chosen address first, then the others, before giving up.
+	for i := range n {
+		j := (best + i) % n
+		d := &Dialer{Addr: p.addrs[j], Ports: p.ports[j]}
+		c, release, err := d.Dial(ctx, raddr, timeout)
+		if errors.Is(err, ErrExhausted) {
+			continue
+		}
+		return c, release, err
+	}
+	return nil, nil, ErrExhausted
+}
