@@ -23,6 +23,7 @@ func init() {
 		{"status", "status [--control SOCK]", "show the master's generation and workers", statusCmd},
 		{"check", "check -f PATH [-f PATH ...]", "check a configuration and exit", checkCmd},
 		{"ctl", "ctl [-s SOCK] [COMMAND...]", "send runtime API commands (no command: interactive prompt)", ctlCmd},
+		{"net", "net plan|apply|remove -f PATH", "add or remove the source pools' addresses (needs CAP_NET_ADMIN)", netCmd},
 		{"man", "man", "print the sluice(8) manual page (roff)", manCmd},
 		{"version", "version [-v]", "print the version; -v for build details", versionCmd},
 	}

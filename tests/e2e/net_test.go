@@ -1,0 +1,115 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// netns is a network namespace made for one test, removed at its end.
+type netns struct {
+	t    *testing.T
+	name string
+}
+
+func newNetns(t *testing.T) *netns {
+	t.Helper()
+	needTool(t, "ip", "iproute2")
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("network namespaces need root")
+		}
+		t.Skip("network namespaces need root")
+	}
+	n := &netns{t: t, name: fmt.Sprintf("sluice-%d-%d", os.Getpid(), len(t.Name()))}
+	if out, err := exec.Command("ip", "netns", "add", n.name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", n.name).Run() })
+	return n
+}
+
+// run runs a command inside the namespace.
+func (n *netns) run(name string, args ...string) (string, error) {
+	out, err := exec.Command("ip", append([]string{"netns", "exec", n.name, name}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+func (n *netns) must(name string, args ...string) string {
+	n.t.Helper()
+	out, err := n.run(name, args...)
+	if err != nil {
+		n.t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// TestNetApplyRemove adds a pool's addresses in a namespace the test made,
+// checks that apply is idempotent and that remove leaves the interface
+// exactly as it was, and that mistakes are reported clearly.
+func TestNetApplyRemove(t *testing.T) {
+	t.Parallel()
+	ns := newNetns(t)
+	ns.must("ip", "link", "add", "veth0", "type", "veth", "peer", "name", "veth1")
+	ns.must("ip", "link", "set", "veth0", "up")
+	ns.must("ip", "addr", "add", "198.18.0.1/24", "dev", "veth0")
+	ns.must("ip", "addr", "add", "198.18.1.1/24", "dev", "veth1")
+	before := ns.must("ip", "-o", "addr", "show")
+
+	cfg := filepath.Join(t.TempDir(), "pool.hcl")
+	os.WriteFile(cfg, []byte(`
+source_pool "p" {
+  addresses = ["198.18.0.10/31", "198.18.0.12"]
+  ports     = "20000-20999"
+  interface = "veth0"
+}
+backend "b" {
+  source_pool = "p"
+  server "s" { address = "198.18.1.2:80" }
+}
+`), 0o644)
+	plan := ns.must(sluiceBin, "net", "plan", "-f", cfg)
+	for _, a := range []string{"198.18.0.10", "198.18.0.11", "198.18.0.12"} {
+		if !strings.Contains(plan, "add "+a+"/32 dev veth0") {
+			t.Errorf("plan lacks %s:\n%s", a, plan)
+		}
+	}
+	if ns.must("ip", "-o", "addr", "show") != before {
+		t.Error("plan changed the addresses")
+	}
+	ns.must(sluiceBin, "net", "apply", "-f", cfg)
+	after := ns.must("ip", "-o", "addr", "show", "dev", "veth0")
+	for _, a := range []string{"198.18.0.10/32", "198.18.0.11/32", "198.18.0.12/32"} {
+		if !strings.Contains(after, a) {
+			t.Errorf("apply did not add %s:\n%s", a, after)
+		}
+	}
+	if out := ns.must(sluiceBin, "net", "apply", "-f", cfg); strings.TrimSpace(out) != "nothing to do" {
+		t.Errorf("a second apply changed something: %s", out)
+	}
+	ns.must(sluiceBin, "net", "remove", "-f", cfg)
+	if got := ns.must("ip", "-o", "addr", "show"); got != before {
+		t.Errorf("after remove the addresses differ:\nbefore:\n%s\nafter:\n%s", before, got)
+	}
+
+	// Clear errors: a missing interface, an address owned elsewhere.
+	os.WriteFile(cfg, []byte(`source_pool "p" {
+  addresses = ["198.18.1.1"]
+  interface = "veth0"
+}
+`), 0o644)
+	if out, err := ns.run(sluiceBin, "net", "apply", "-f", cfg); err == nil || !strings.Contains(out, "198.18.1.1 is already owned by interface veth1") {
+		t.Errorf("apply of an address owned elsewhere: %v\n%s", err, out)
+	}
+	os.WriteFile(cfg, []byte(`source_pool "p" {
+  addresses = ["198.18.0.20"]
+  interface = "eth9"
+}
+`), 0o644)
+	if out, err := ns.run(sluiceBin, "net", "apply", "-f", cfg); err == nil || !strings.Contains(out, `interface "eth9" not found`) {
+		t.Errorf("apply to a missing interface: %v\n%s", err, out)
+	}
+}
