@@ -31,6 +31,12 @@ func netCmd(args []string, stdout, stderr io.Writer) int {
 		for _, c := range removed {
 			fmt.Fprintf(stdout, "removed %s\n", c.String()[len("add "):])
 		}
+		if err == nil {
+			var had bool
+			if had, err = netsetup.RemoveNAT(); had {
+				fmt.Fprintf(stdout, "removed table inet %s\n", netsetup.TableName)
+			}
+		}
 		if err != nil {
 			fmt.Fprintf(stderr, "sluice net remove: %v\n", err)
 			return 1
@@ -38,16 +44,20 @@ func netCmd(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	changes, err := netsetup.Plan(cfg)
+	var rules []netsetup.NATRule
+	if err == nil {
+		rules, err = netsetup.NATRules(cfg)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "sluice net %s: %v\n", action, err)
 		return 1
 	}
-	if len(changes) == 0 {
-		fmt.Fprintln(stdout, "nothing to do")
-		return 0
-	}
 	for _, c := range changes {
 		fmt.Fprintln(stdout, c)
+	}
+	fmt.Fprint(stdout, netsetup.PlanNAT(rules))
+	if len(changes) == 0 && len(rules) == 0 {
+		fmt.Fprintln(stdout, "nothing to do")
 	}
 	if action == "plan" {
 		return 0
@@ -55,6 +65,12 @@ func netCmd(args []string, stdout, stderr io.Writer) int {
 	if err := netsetup.Apply(changes); err != nil {
 		fmt.Fprintf(stderr, "sluice net apply: %v\n", err)
 		return 1
+	}
+	if len(rules) > 0 {
+		if err := netsetup.ApplyNAT(rules); err != nil {
+			fmt.Fprintf(stderr, "sluice net apply: %v\n", err)
+			return 1
+		}
 	}
 	return 0
 }

@@ -153,6 +153,9 @@ func ipNet(a netip.Addr) *net.IPNet {
 }
 
 func explain(what string, err error) error {
+	if err == nil {
+		return nil
+	}
 	if errors.Is(err, os.ErrPermission) {
 		return fmt.Errorf("%s: no permission (sluice net needs root or CAP_NET_ADMIN): %w", what, err)
 	}

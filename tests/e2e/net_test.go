@@ -7,6 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 )
 
 // netns is a network namespace made for one test, removed at its end.
@@ -111,5 +114,73 @@ backend "b" {
 `), 0o644)
 	if out, err := ns.run(sluiceBin, "net", "apply", "-f", cfg); err == nil || !strings.Contains(out, `interface "eth9" not found`) {
 		t.Errorf("apply to a missing interface: %v\n%s", err, out)
+	}
+}
+
+// TestNetNATRules installs the SNAT table of a nat pool in a namespace,
+// reads it back through the nftables library, and checks that apply twice
+// and remove leave the ruleset as it was.
+func TestNetNATRules(t *testing.T) {
+	t.Parallel()
+	ns := newNetns(t)
+	ns.must("ip", "link", "add", "veth0", "type", "veth", "peer", "name", "veth1")
+	ns.must("ip", "link", "set", "veth0", "up")
+	cfg := filepath.Join(t.TempDir(), "nat.hcl")
+	os.WriteFile(cfg, []byte(`
+source_pool "n" {
+  addresses = ["198.18.0.8/30"]
+  ports     = "20000-20999"
+  interface = "veth0"
+  nat       = true
+}
+`), 0o644)
+	plan := ns.must(sluiceBin, "net", "plan", "-f", cfg)
+	if !strings.Contains(plan, "ip saddr 198.18.0.8 meta l4proto tcp snat ip to 198.18.0.8-198.18.0.11:20000-20999") {
+		t.Errorf("plan:\n%s", plan)
+	}
+	tables := func() []string {
+		f, err := os.Open("/run/netns/" + ns.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		c, err := nftables.New(nftables.WithNetNSFd(int(f.Fd())))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		ts, _ := c.ListTables()
+		for _, tb := range ts {
+			chains, _ := c.ListChainsOfTableFamily(tb.Family)
+			for _, ch := range chains {
+				if ch.Table.Name != tb.Name {
+					continue
+				}
+				rules, _ := c.GetRules(tb, ch)
+				for _, r := range rules {
+					for _, e := range r.Exprs {
+						if n, ok := e.(*expr.NAT); ok && n.Type == expr.NATTypeSourceNAT {
+							out = append(out, tb.Name+"/"+ch.Name+"/snat")
+						}
+					}
+				}
+			}
+		}
+		return out
+	}
+	if got := tables(); len(got) != 0 {
+		t.Fatalf("a fresh namespace has rules: %v", got)
+	}
+	ns.must(sluiceBin, "net", "apply", "-f", cfg)
+	ns.must(sluiceBin, "net", "apply", "-f", cfg)
+	if got := tables(); len(got) != 1 || got[0] != "sluice/postrouting/snat" {
+		t.Errorf("after apply twice, SNAT rules: %v; want one in sluice/postrouting", got)
+	}
+	ns.must(sluiceBin, "net", "remove", "-f", cfg)
+	if got := tables(); len(got) != 0 {
+		t.Errorf("after remove: %v", got)
+	}
+	if out := ns.must("ip", "-o", "addr", "show", "dev", "veth0"); strings.Contains(out, "198.18.0.") {
+		t.Errorf("remove left addresses:\n%s", out)
 	}
 }
