@@ -72,6 +72,7 @@ func serve(paths []string, worker bool, takeover string, log *slog.Logger, stder
 	// Catch signals before serving, so none is lost in between.
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR2)
+	master.UnblockSignals() // a worker inherits its master's mask, which may block them
 
 	inherited, err := listen.Inherited()
 	if err != nil {
@@ -152,6 +153,10 @@ func serve(paths []string, worker bool, takeover string, log *slog.Logger, stder
 				b := make([]byte, 1)
 				for {
 					if _, err := probe.Read(b); err != nil {
+						// The master is gone (its end of the socket closed):
+						// drain and exit rather than serve unsupervised.
+						log.Warn("master gone: draining and exiting")
+						sigs <- syscall.SIGTERM
 						return
 					}
 					probe.Write(b)

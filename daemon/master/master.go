@@ -130,6 +130,7 @@ func Run(opt Options) int {
 		requests: make(chan controlRequest, 4), exited: make(chan *worker, 16)}
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGUSR2, syscall.SIGTERM, syscall.SIGINT)
+	UnblockSignals() // after a re-exec they were blocked; pending ones arrive now
 
 	if st, ok, err := loadState(); err != nil {
 		m.log.Error("cannot resume after re-exec", "err", err)
@@ -409,7 +410,9 @@ func (m *Master) beginReload(conn *net.UnixConn) {
 	exe, err := os.Executable()
 	if err == nil {
 		env := append(os.Environ(), EnvState+"="+string(data))
+		undo := blockForExec()
 		err = syscall.Exec(exe, append([]string{exe}, m.opt.Args...), env)
+		undo()
 	}
 	// Still here: exec failed. Reload with the running binary.
 	m.log.Error("cannot re-execute the binary; reloading the configuration with the running one", "err", err)

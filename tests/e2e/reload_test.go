@@ -461,3 +461,30 @@ func TestWorkerThatCannotStartLeavesTheOldServing(t *testing.T) {
 		}
 	}
 }
+
+// TestSignalStormDuringReexec sends reload signals faster than a re-exec
+// takes, so that many land while the master is between execve and its
+// signal handler: the master must survive and keep serving (such a signal
+// used to kill it).
+func TestSignalStormDuringReexec(t *testing.T) {
+	t.Parallel()
+	a := newBackend(t, "a")
+	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	r := startReloadable(t, config(fe, servers(a)), sluiceBin)
+	for range 60 {
+		if err := r.cmd.Process.Signal(syscall.SIGUSR2); err != nil {
+			t.Fatalf("the master died during the storm: %v", err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	time.Sleep(time.Second)
+	select {
+	case <-r.exited:
+		t.Fatal("the master exited during a storm of reload signals")
+	default:
+	}
+	if g := greet(t, fe); g != "a" {
+		t.Errorf("after the storm got %q", g)
+	}
+	eventually(t, 10*time.Second, "one worker left", func() bool { return countChildren(r.cmd.Process.Pid) == 1 })
+}
