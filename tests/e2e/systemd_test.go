@@ -30,38 +30,45 @@ func needTool(t *testing.T, name, pkg string) string {
 
 // unitWithBinary copies systemd/sluice.service with its commands pointing
 // at the binary under test, since verify checks that they exist.
-func unitWithBinary(t *testing.T) string {
-	text, err := os.ReadFile("../../systemd/sluice.service")
+func unitWithBinary(t *testing.T, unit string) string {
+	text, err := os.ReadFile("../../systemd/" + unit)
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(t.TempDir(), "sluice.service")
+	path := filepath.Join(t.TempDir(), unit)
 	os.WriteFile(path, []byte(strings.ReplaceAll(string(text), "/usr/sbin/sluice", sluiceBin)), 0o644)
 	return path
 }
 
+// units are the unit files the packages ship.
+var units = []string{"sluice.service", "sluice-net.service"}
+
 func TestUnitVerifies(t *testing.T) {
 	t.Parallel()
 	sa := needTool(t, "systemd-analyze", "systemd")
-	out, err := exec.Command(sa, "verify", unitWithBinary(t)).CombinedOutput()
-	if err != nil || len(out) != 0 {
-		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	for _, u := range units {
+		out, err := exec.Command(sa, "verify", unitWithBinary(t, u)).CombinedOutput()
+		if err != nil || len(out) != 0 {
+			t.Errorf("systemd-analyze verify %s: %v\n%s", u, err, out)
+		}
 	}
 }
 
 func TestUnitSandboxScore(t *testing.T) {
 	t.Parallel()
 	sa := needTool(t, "systemd-analyze", "systemd")
-	out, _ := exec.Command(sa, "security", "--offline=true", unitWithBinary(t)).CombinedOutput()
-	m := regexp.MustCompile(`Overall exposure level for \S+: (\d+\.\d+)`).FindSubmatch(out)
-	if m == nil {
-		t.Fatalf("no score in:\n%s", out)
+	for _, u := range units {
+		out, _ := exec.Command(sa, "security", "--offline=true", unitWithBinary(t, u)).CombinedOutput()
+		m := regexp.MustCompile(`Overall exposure level for \S+: (\d+\.\d+)`).FindSubmatch(out)
+		if m == nil {
+			t.Fatalf("%s: no score in:\n%s", u, out)
+		}
+		score, _ := strconv.ParseFloat(string(m[1]), 64)
+		if score > 2.0 {
+			t.Errorf("%s: exposure %.1f, want 2.0 or lower:\n%s", u, score, out)
+		}
+		t.Logf("systemd-analyze security %s: %.1f", u, score)
 	}
-	score, _ := strconv.ParseFloat(string(m[1]), 64)
-	if score > 2.0 {
-		t.Errorf("exposure %.1f, want 2.0 or lower:\n%s", score, out)
-	}
-	t.Logf("systemd-analyze security: %.1f", score)
 }
 
 // notifySocket listens where sd_notify messages will be sent and passes

@@ -77,7 +77,7 @@ func TestPackages(t *testing.T) {
 			`-rwxr-xr-x root/root +\d+ \S+ \S+ ./usr/sbin/sluice\n`,
 			`-rw-r--r-- root/root +\d+ \S+ \S+ ./etc/sluice/sluice.hcl\n`,
 			`drwxr-xr-x root/root +0 \S+ \S+ ./etc/sluice/conf.d/\n`,
-			`./usr/lib/systemd/system/sluice.service\n`, `./usr/lib/sysusers.d/sluice.conf\n`,
+			`./usr/lib/systemd/system/sluice.service\n`, `./usr/lib/systemd/system/sluice-net.service\n`, `./usr/lib/sysusers.d/sluice.conf\n`,
 			`./usr/lib/tmpfiles.d/sluice.conf\n`, `./etc/default/sluice\n`,
 			`./usr/share/doc/sluice/sysctl-tuning.conf.example\n`, `./usr/share/man/man8/sluice.8.gz\n`,
 			`./usr/share/bash-completion/completions/sluice\n`, `./usr/share/doc/sluice/copyright\n`,
