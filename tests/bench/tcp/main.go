@@ -134,7 +134,9 @@ listen "idle" {
 `, f[0], sink, f[1], greeter, f[2], holder)
 	path := filepath.Join(dir, "sluice.hcl")
 	os.WriteFile(path, []byte(cfg), 0o644)
-	cmd := exec.Command("taskset", "-c", "0", *sluiceBin, "run", "-f", path)
+	// --no-master: one process, as HAProxy runs with -db, so that its RSS is
+	// the one that holds the connections.
+	cmd := exec.Command("taskset", "-c", "0", *sluiceBin, "run", "--no-master", "-f", path)
 	if err := cmd.Start(); err != nil {
 		fmt.Fprintln(os.Stderr, "sluice:", err)
 		return nil, f
