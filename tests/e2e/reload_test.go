@@ -9,11 +9,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"sluice/tests/loadgen"
 )
 
 // startReloadable runs bin as a master whose configuration the test rewrites.
@@ -122,41 +122,18 @@ func TestReloadRunsTheNewBinary(t *testing.T) {
 	}
 }
 
-// load runs workers that each open one connection per request (connect,
-// read the greeting, close) until stop; it returns a function counting
-// failures, which waits for the workers to end.
+// load runs loadgen's one-connection-per-request workers until stop; the
+// returned function waits for them, logs the figures and returns the
+// number of failed requests.
 func load(t *testing.T, addr string, workers int, stop chan struct{}) func() int64 {
-	var failed, done atomic.Int64
-	var wg sync.WaitGroup
-	var once sync.Once
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				c, g, err := tryDial(addr, 5*time.Second)
-				if err != nil {
-					failed.Add(1)
-					once.Do(func() { t.Logf("first failure: %v", err) })
-					continue
-				}
-				if g == "" {
-					failed.Add(1)
-				}
-				c.Close()
-				done.Add(1)
-			}
-		}()
-	}
+	wait := loadgen.Start(addr, workers, "", stop)
 	return func() int64 {
-		wg.Wait()
-		t.Logf("%d requests, %d failed", done.Load(), failed.Load())
-		return failed.Load()
+		r := wait()
+		t.Logf("%d requests, %d failed", r.OK+r.Failed, r.Failed)
+		if r.First != nil {
+			t.Logf("first failure: %v", r.First)
+		}
+		return r.Failed
 	}
 }
 

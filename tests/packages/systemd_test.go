@@ -9,10 +9,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
+
+	"sluice/tests/loadgen"
 )
 
 // container is a Debian 12 root booted with its own systemd by
@@ -132,40 +132,6 @@ func greeter(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// load opens one connection per request through addr until stop and
-// returns counts of successes and failures.
-func load(addr string, stop chan struct{}) func() (ok, failed int64) {
-	var good, bad atomic.Int64
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				c, err := net.DialTimeout("tcp", addr, 2*time.Second)
-				if err != nil {
-					bad.Add(1)
-					continue
-				}
-				c.SetReadDeadline(time.Now().Add(5 * time.Second))
-				line, err := bufio.NewReader(c).ReadString('\n')
-				c.Close()
-				if err != nil || line != "hello\n" {
-					bad.Add(1)
-				} else {
-					good.Add(1)
-				}
-			}
-		}()
-	}
-	return func() (int64, int64) { wg.Wait(); return good.Load(), bad.Load() }
-}
-
 func freePort(t *testing.T) int {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	defer ln.Close()
@@ -211,15 +177,15 @@ func TestUnderSystemd(t *testing.T) {
 	c.put("etc/sluice/conf.d/test.hcl", []byte(fmt.Sprintf("frontend \"t\" {\n  bind = [%q]\n  default_backend = \"tb\"\n}\nbackend \"tb\" {\n  server \"s\" { address = %q }\n}\n", fe, backend)))
 	c.mustSh("systemctl reload sluice")
 	stop := make(chan struct{})
-	result := load(fe, stop)
+	result := loadgen.Start(fe, 4, "hello\n", stop)
 	for range 5 {
 		time.Sleep(150 * time.Millisecond)
 		c.mustSh("systemctl reload sluice")
 	}
 	time.Sleep(150 * time.Millisecond)
 	close(stop)
-	if ok, failed := result(); failed != 0 || ok == 0 {
-		t.Errorf("systemctl reload under load: %d ok, %d failed", ok, failed)
+	if r := result(); r.Failed != 0 || r.OK == 0 {
+		t.Errorf("systemctl reload under load: %d ok, %d failed (first: %v)", r.OK, r.Failed, r.First)
 	}
 
 	// A broken file: the reload fails, the service keeps serving, status says why.
@@ -235,13 +201,13 @@ func TestUnderSystemd(t *testing.T) {
 
 	// Upgrade to N+1 under load: same main PID, new binary, nothing lost.
 	stop = make(chan struct{})
-	result = load(fe, stop)
+	result = loadgen.Start(fe, 4, "hello\n", stop)
 	time.Sleep(200 * time.Millisecond)
 	c.mustSh("dpkg -i /var/tmp/sluice-2.deb")
 	time.Sleep(300 * time.Millisecond)
 	close(stop)
-	if ok, failed := result(); failed != 0 || ok == 0 {
-		t.Errorf("package upgrade under load: %d ok, %d failed", ok, failed)
+	if r := result(); r.Failed != 0 || r.OK == 0 {
+		t.Errorf("package upgrade under load: %d ok, %d failed (first: %v)", r.OK, r.Failed, r.First)
 	}
 	if pid := strings.TrimSpace(c.mustSh("systemctl show sluice -p MainPID --value")); pid != mainPID {
 		t.Errorf("MainPID changed from %s to %s across the upgrade", mainPID, pid)
