@@ -1,7 +1,8 @@
-# sluice quickstart: a TCP load balancer on 127.0.0.1:8080 in front of two
-# demo servers (make run starts them on 127.0.0.1:9001 and :9002).
-#   make run            then, in another terminal:
-#   nc 127.0.0.1 8080   twice: each greeting names the server that answered.
+# sluice quickstart: an HTTP load balancer on 127.0.0.1:8080 in front of
+# two servers that are listen sections of this same file, each answering
+# with its own body.
+#   make run                     then, in another terminal:
+#   curl localhost:8080          twice: each answer names the server.
 
 global {
   maxconn         = 1000
@@ -9,29 +10,48 @@ global {
 }
 
 defaults {
-  mode    = "tcp"
-  log     = "global"      # one tcplog line per connection, on stderr
+  mode    = "http"
+  log     = "global" # one httplog line per request, on stderr
   retries = 2
   timeout {
-    connect = "2s"
-    client  = "60s"
-    server  = "60s"
+    connect      = "2s"
+    client       = "30s"
+    server       = "30s"
+    http_request = "10s"
   }
 }
 
 frontend "quickstart" {
   bind            = ["127.0.0.1:8080"]
+  forward_for     = true
   default_backend = "demo"
 }
 
 backend "demo" {
-  balance    = "roundrobin"
-  redispatch = true
+  balance = "roundrobin"
   check {
     interval = "2s"
-    rise     = 2
-    fall     = 2
+    http { path = "/" }
   }
   server "one" { address = "127.0.0.1:9001" }
   server "two" { address = "127.0.0.1:9002" }
+}
+
+# The two demo servers: sluice answers for them itself.
+listen "server_one" {
+  bind = ["127.0.0.1:9001"]
+  log  = "none"
+  http_request "return" {
+    content_type = "text/plain"
+    body         = "Hello from server one\n"
+  }
+}
+
+listen "server_two" {
+  bind = ["127.0.0.1:9002"]
+  log  = "none"
+  http_request "return" {
+    content_type = "text/plain"
+    body         = "Hello from server two\n"
+  }
 }

@@ -121,6 +121,11 @@ type Timeouts struct {
 	ClientFin time.Duration // client-side inactivity after the client shut its side; zero: Client
 	ServerFin time.Duration // server-side inactivity after the server shut its side; zero: Server
 	Check     time.Duration // a health check's whole exchange; zero: the check's interval
+	// HTTPRequest bounds the arrival of a whole request head; default Client.
+	HTTPRequest time.Duration
+	// HTTPKeepAlive bounds the wait for the next request on a kept-alive
+	// connection; zero: HTTPRequest.
+	HTTPKeepAlive time.Duration
 }
 
 // Bind is one listening address.
@@ -162,7 +167,9 @@ type Frontend struct {
 	// Stats, if set, serves the HTML stats page at its URI.
 	Stats *Stats
 	// Log sends one line per connection to the global log targets.
-	Log   bool
+	Log bool
+	// HTTP is set in mode "http" (except for sluice's own services).
+	HTTP  *HTTP
 	Range hcl.Range
 }
 
@@ -203,7 +210,9 @@ type Backend struct {
 	Servers    []*Server
 	Timeouts   Timeouts
 	Log        bool
-	Range      hcl.Range
+	// HTTP is set in mode "http".
+	HTTP  *HTTP
+	Range hcl.Range
 }
 
 // Server is one upstream address in a backend.
@@ -255,4 +264,6 @@ type Check struct {
 	Expect string
 	// ExpectRegex, if set, must match the reply.
 	ExpectRegex *regexp.Regexp
+	// HTTP, if set, makes this an HTTP request checked by its status.
+	HTTP *HTTPCheck
 }

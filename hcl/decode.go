@@ -73,6 +73,21 @@ type proxyBlock struct {
 	// Services answered by sluice itself (HTTP mode).
 	Prometheus []*prometheusBlock `hcl:"prometheus,block"`
 	Stats      []*statsBlock      `hcl:"stats,block"`
+
+	// HTTP mode.
+	ACLs          []*labelledMatch    `hcl:"acl,block"`
+	UseBackends   []*labelledMatch    `hcl:"use_backend,block"`
+	HTTPRequest   []*ruleBlock        `hcl:"http_request,block"`
+	HTTPResponse  []*ruleBlock        `hcl:"http_response,block"`
+	ForwardFor    hcl.Expression      `hcl:"forward_for,optional"`
+	Forwarded     hcl.Expression      `hcl:"forwarded,optional"`
+	ErrorPages    []*errorPageBlock   `hcl:"error_page,block"`
+	MaxHeaderSize hcl.Expression      `hcl:"max_header_size,optional"`
+	MaxHeaders    hcl.Expression      `hcl:"max_headers,optional"`
+	Compression   []*compressionBlock `hcl:"compression,block"`
+	Captures      []*captureBlock     `hcl:"capture,block"`
+	HTTPReuse     hcl.Expression      `hcl:"http_reuse,optional"`
+	Cookie        []*cookieBlock      `hcl:"cookie,block"`
 }
 
 type statsBlock struct {
@@ -99,21 +114,26 @@ type timeoutBlock struct {
 	ClientFin hcl.Expression `hcl:"client_fin,optional"`
 	ServerFin hcl.Expression `hcl:"server_fin,optional"`
 	Check     hcl.Expression `hcl:"check,optional"`
-	Range     hcl.Range      `hcl:",def_range"`
+	// HTTP mode: the whole request head must arrive within HTTPRequest;
+	// HTTPKeepAlive bounds the wait for the next request.
+	HTTPRequest   hcl.Expression `hcl:"http_request,optional"`
+	HTTPKeepAlive hcl.Expression `hcl:"http_keep_alive,optional"`
+	Range         hcl.Range      `hcl:",def_range"`
 }
 
 type checkBlock struct {
-	Enabled      hcl.Expression `hcl:"enabled,optional"`
-	Interval     hcl.Expression `hcl:"interval,optional"`
-	FastInterval hcl.Expression `hcl:"fast_interval,optional"`
-	DownInterval hcl.Expression `hcl:"down_interval,optional"`
-	Rise         hcl.Expression `hcl:"rise,optional"`
-	Fall         hcl.Expression `hcl:"fall,optional"`
-	Timeout      hcl.Expression `hcl:"timeout,optional"`
-	Send         hcl.Expression `hcl:"send,optional"`
-	Expect       hcl.Expression `hcl:"expect,optional"`
-	ExpectRegex  hcl.Expression `hcl:"expect_regex,optional"`
-	Range        hcl.Range      `hcl:",def_range"`
+	Enabled      hcl.Expression    `hcl:"enabled,optional"`
+	Interval     hcl.Expression    `hcl:"interval,optional"`
+	FastInterval hcl.Expression    `hcl:"fast_interval,optional"`
+	DownInterval hcl.Expression    `hcl:"down_interval,optional"`
+	Rise         hcl.Expression    `hcl:"rise,optional"`
+	Fall         hcl.Expression    `hcl:"fall,optional"`
+	Timeout      hcl.Expression    `hcl:"timeout,optional"`
+	Send         hcl.Expression    `hcl:"send,optional"`
+	Expect       hcl.Expression    `hcl:"expect,optional"`
+	ExpectRegex  hcl.Expression    `hcl:"expect_regex,optional"`
+	HTTP         []*httpCheckBlock `hcl:"http,block"`
+	Range        hcl.Range         `hcl:",def_range"`
 }
 
 type sourcePoolBlock struct {
@@ -557,14 +577,16 @@ func (d *decoder) timeouts(p, def *proxyBlock) Timeouts {
 		return d.duration(pick(a, b), "timeout "+name, fallback)
 	}
 	t := Timeouts{
-		Connect:   field(own.Connect, dflt.Connect, "connect", 5*time.Second),
-		Client:    field(own.Client, dflt.Client, "client", 50*time.Second),
-		Server:    field(own.Server, dflt.Server, "server", 50*time.Second),
-		Tunnel:    field(own.Tunnel, dflt.Tunnel, "tunnel", 0),
-		ClientFin: field(own.ClientFin, dflt.ClientFin, "client_fin", 0),
-		ServerFin: field(own.ServerFin, dflt.ServerFin, "server_fin", 0),
-		Check:     field(own.Check, dflt.Check, "check", 0),
+		Connect:       field(own.Connect, dflt.Connect, "connect", 5*time.Second),
+		Client:        field(own.Client, dflt.Client, "client", 50*time.Second),
+		Server:        field(own.Server, dflt.Server, "server", 50*time.Second),
+		Tunnel:        field(own.Tunnel, dflt.Tunnel, "tunnel", 0),
+		ClientFin:     field(own.ClientFin, dflt.ClientFin, "client_fin", 0),
+		ServerFin:     field(own.ServerFin, dflt.ServerFin, "server_fin", 0),
+		Check:         field(own.Check, dflt.Check, "check", 0),
+		HTTPKeepAlive: field(own.HTTPKeepAlive, dflt.HTTPKeepAlive, "http_keep_alive", 0),
 	}
+	t.HTTPRequest = field(own.HTTPRequest, dflt.HTTPRequest, "http_request", t.Client)
 	t.Queue = field(own.Queue, dflt.Queue, "queue", t.Connect)
 	return t
 }
@@ -600,11 +622,9 @@ func (d *decoder) frontend(s section, def *proxyBlock) *Frontend {
 		}
 	}
 	if fe.Mode == ModeHTTP && fe.Prometheus == nil && fe.Stats == nil {
-		rng := s.block.DefRange
-		if e := pick(p.Mode, def.Mode); e != nil {
-			rng = e.Range()
-		}
-		d.errorf(rng, "HTTP proxying not available", "This version of sluice serves HTTP only for its own services (stats {}, prometheus {}); proxy with mode = \"tcp\".")
+		fe.HTTP = d.http(s, def, true)
+	} else {
+		d.tcpOnly(s)
 	}
 	binds := d.strings(p.Bind, "bind")
 	if len(binds) == 0 {
@@ -646,6 +666,18 @@ func (d *decoder) frontend(s section, def *proxyBlock) *Frontend {
 
 var balanceAlgorithms = map[string]bool{
 	"roundrobin": true, "static-rr": true, "leastconn": true, "first": true, "source": true, "random": true,
+	"uri": true, "url_param": true, "hdr": true,
+}
+
+var httpBalance = map[string]bool{"uri": true, "url_param": true, "hdr": true}
+
+// splitBalance splits "hdr(User-Agent)" into the algorithm and its
+// parameter.
+func splitBalance(s string) (algo, param string) {
+	if i := strings.IndexByte(s, '('); i > 0 && strings.HasSuffix(s, ")") {
+		return s[:i], s[i+1 : len(s)-1]
+	}
+	return s, ""
 }
 
 func (d *decoder) backend(s section, def *proxyBlock) *Backend {
@@ -661,8 +693,12 @@ func (d *decoder) backend(s section, def *proxyBlock) *Backend {
 	}
 	balance := pick(p.Balance, def.Balance)
 	be.Balance = d.str(balance, "balance", "roundrobin")
-	if !balanceAlgorithms[be.Balance] {
-		d.errorf(balance.Range(), "Unknown balance algorithm", "balance must be one of roundrobin, static-rr, leastconn, first, source, random; not %q.", be.Balance)
+	if algo, param := splitBalance(be.Balance); !balanceAlgorithms[algo] {
+		d.errorf(balance.Range(), "Unknown balance algorithm", "balance must be one of roundrobin, static-rr, leastconn, first, source, random, uri, url_param(NAME), hdr(NAME); not %q.", be.Balance)
+	} else if httpBalance[algo] && be.Mode != ModeHTTP {
+		d.errorf(balance.Range(), "Balance needs HTTP mode", "balance %q hashes part of the request: it needs mode = \"http\".", be.Balance)
+	} else if (algo == "url_param" || algo == "hdr") && param == "" {
+		d.errorf(balance.Range(), "Missing balance parameter", "Write %s(NAME).", algo)
 	}
 	hashType := pick(p.HashType, def.HashType)
 	be.HashType = d.str(hashType, "hash_type", "map-based")
@@ -676,8 +712,11 @@ func (d *decoder) backend(s section, def *proxyBlock) *Backend {
 	backendCheck := single(d, p.Checks, ckr, "check")
 	defaultCheck := single(d, def.Checks, ckr, "check")
 	d.check(be.Timeouts, backendCheck, defaultCheck) // checked even without servers
-	if be.Mode == ModeHTTP && len(p.Servers) > 0 {
-		d.errorf(p.Servers[0].Range, "HTTP proxying not available", "This version of sluice proxies TCP only; servers need mode = \"tcp\".")
+	if be.Mode == ModeHTTP {
+		be.HTTP = d.http(s, def, false)
+		be.Balance, be.HTTP.HashParam = splitBalance(be.Balance)
+	} else if s.kind == "backend" {
+		d.tcpOnly(s)
 	}
 	names := map[string]hcl.Range{}
 	for _, sb := range p.Servers {
@@ -785,6 +824,27 @@ func (d *decoder) check(t Timeouts, blocks ...*checkBlock) *Check {
 			d.errorf(present[0].Range, "Invalid check "+name, "The check's %s must be at least 1ms.", name)
 		}
 	}
+	var httpBlocks []*httpCheckBlock
+	for _, b := range present {
+		httpBlocks = append(httpBlocks, b.HTTP...)
+	}
+	if len(httpBlocks) > 0 {
+		hb := httpBlocks[0]
+		hc := &HTTPCheck{Method: strings.ToUpper(d.str(hb.Method, "method", "GET")), Path: d.str(hb.Path, "path", "/"), Host: d.str(hb.Host, "host", "")}
+		if !strings.HasPrefix(hc.Path, "/") || strings.ContainsAny(hc.Path+hc.Host+hc.Method, " \r\n") {
+			d.errorf(hb.Range, "Invalid HTTP check", "path must start with \"/\"; method, path and host cannot contain spaces.")
+		}
+		if v, ok := d.value(hb.ExpectStatus, cty.List(cty.Number), "expect_status"); ok {
+			for _, n := range v.AsValueSlice() {
+				i, _ := n.AsBigFloat().Int64()
+				if i < 100 || i > 599 {
+					d.errorf(hb.ExpectStatus.Range(), "Invalid status", "expect_status holds HTTP status codes (100-599).")
+				}
+				hc.ExpectStatus = append(hc.ExpectStatus, int(i))
+			}
+		}
+		c.HTTP = hc
+	}
 	if e := field(func(c *checkBlock) hcl.Expression { return c.ExpectRegex }); e != nil {
 		re, err := regexp.Compile(d.str(e, "expect_regex", ""))
 		if err != nil {
@@ -804,7 +864,7 @@ func (d *decoder) references(cfg *Config, sections []section) {
 		p := s.body
 		name := d.str(p.DefaultBackend, "default_backend", "")
 		if name == "" {
-			if s.kind == "frontend" && len(p.Prometheus) == 0 && len(p.Stats) == 0 {
+			if s.kind == "frontend" && len(p.Prometheus) == 0 && len(p.Stats) == 0 && len(p.UseBackends) == 0 && len(p.HTTPRequest) == 0 {
 				d.errorf(s.block.DefRange, "Missing default_backend", "The frontend %q must name its backend with default_backend.", s.name)
 			}
 			continue
@@ -817,6 +877,20 @@ func (d *decoder) references(cfg *Config, sections []section) {
 		fe := d.frontendNamed(cfg, s.name)
 		if fe != nil && fe.Mode != be.Mode {
 			d.errorf(p.DefaultBackend.Range(), "Mode mismatch", "The frontend %q is in %s mode but the backend %q is in %s mode.", s.name, fe.Mode, name, be.Mode)
+		}
+	}
+	for _, fe := range cfg.Frontends {
+		if fe.HTTP == nil {
+			continue
+		}
+		for _, ub := range fe.HTTP.UseBackends {
+			be := cfg.Backend(ub.Backend)
+			switch {
+			case be == nil:
+				d.errorf(ub.Range, "Unknown backend", "No backend or listen section is named %q.", ub.Backend)
+			case be.Mode != ModeHTTP:
+				d.errorf(ub.Range, "Mode mismatch", "The backend %q is in %s mode; use_backend needs an http backend.", ub.Backend, be.Mode)
+			}
 		}
 	}
 	for _, be := range cfg.Backends {

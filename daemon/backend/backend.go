@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"sluice/daemon/balance"
@@ -32,8 +33,10 @@ type Backend struct {
 	balancers atomic.Pointer[balancers]
 	targets   map[*server.Server]*target
 	hashKey   bool // the algorithm needs the client address hashed
+	reqKey    bool // the algorithm hashes part of the HTTP request
 	maxQueue  int64
 	queue     queue
+	idle      map[*server.Server]*idleList // HTTP connections kept for reuse
 	log       *slog.Logger
 	// OnNoSource is told when a server's source ports run out; what names
 	// the range or pool.
@@ -74,6 +77,9 @@ func newTarget(sc *hcl.Server, cfg *hcl.Backend) *target {
 // does without "option allbackups").
 type balancers struct {
 	active, backup balance.Balancer
+	// fallback serves hashing algorithms when a request has no key (no
+	// such header or parameter): round robin, as HAProxy does.
+	fallback balance.Balancer
 }
 
 // Rebalance rebuilds the balancers from the servers' current weights and
@@ -101,7 +107,17 @@ func (b *Backend) rebalance() error {
 		return err
 	}
 	backup, _ := balance.New("first", "", backups)
-	b.balancers.Store(&balancers{active, backup})
+	bl := &balancers{active: active, backup: backup, fallback: active}
+	if b.reqKey {
+		var running []*server.Server
+		for _, s := range actives {
+			if s.Running() && !s.Drain() {
+				running = append(running, s)
+			}
+		}
+		bl.fallback = balance.NewRoundRobin(running)
+	}
+	b.balancers.Store(bl)
 	return nil
 }
 
@@ -144,6 +160,8 @@ func New(ctx context.Context, cfg *hcl.Backend, log *slog.Logger) (*Backend, err
 		Config:  cfg,
 		targets: map[*server.Server]*target{},
 		hashKey: cfg.Balance == "source",
+		reqKey:  cfg.Balance == "uri" || cfg.Balance == "url_param" || cfg.Balance == "hdr",
+		idle:    map[*server.Server]*idleList{},
 		log:     log.With("backend", cfg.Name),
 	}
 	allQueued := len(cfg.Servers) > 0
@@ -161,6 +179,7 @@ func New(ctx context.Context, cfg *hcl.Backend, log *slog.Logger) (*Backend, err
 		s.SetMaint(sc.Disabled)
 		t := newTarget(sc, cfg)
 		b.targets[s] = t
+		b.idle[s] = &idleList{}
 		b.Servers = append(b.Servers, s)
 		if sc.MaxQueue == 0 {
 			allQueued = false
@@ -224,16 +243,12 @@ type Conn struct {
 	Retries      int
 	Redispatched bool
 	BeQueue      int64 // position in the queue on arrival
-	release      func()
-	backend      *Backend
-}
-
-// Close closes the connection and frees its slot and source port.
-func (c *Conn) Close() error {
-	err := c.TCPConn.Close()
-	c.release()
-	c.backend.Release(c.Server)
-	return err
+	// Reused: the connection served earlier requests (HTTP).
+	Reused    bool
+	idleSince time.Time
+	raw       syscall.RawConn // for the liveness peek of idle connections
+	release   func()
+	backend   *Backend
 }
 
 // Error is a failed attempt to reach a server, with HAProxy's termination
@@ -259,15 +274,23 @@ var (
 
 // pick chooses an eligible server and takes a slot on it: active servers
 // first, backups when no active server is in service.
-func (b *Backend) pick(key uint64, skip *server.Server) *server.Server {
+func (b *Backend) pick(key Key, skip *server.Server) *server.Server {
 	bal := b.balancers.Load()
+	if p := key.Prefer; p != nil && p != skip && p.Running() && p.Acquire() {
+		p.Selected.Add(1)
+		return p
+	}
+	active := bal.active
+	if b.reqKey && !key.Hashed {
+		active = bal.fallback
+	}
 	for range 4 { // a few tries: the chosen server may fill up meanwhile
-		s := bal.active.Pick(key, skip)
+		s := active.Pick(key.Hash, skip)
 		if s == nil {
 			if active, _ := b.Running(); active > 0 {
 				return nil // all busy: queue rather than spill to backups
 			}
-			s = bal.backup.Pick(key, skip)
+			s = bal.backup.Pick(key.Hash, skip)
 		}
 		if s == nil {
 			return nil
@@ -280,16 +303,47 @@ func (b *Backend) pick(key uint64, skip *server.Server) *server.Server {
 	return nil
 }
 
+// Key steers the choice of a server.
+type Key struct {
+	Hash   uint64 // for hashing algorithms
+	Hashed bool   // Hash was taken from the request
+	// Prefer is the server a persistence cookie names; it is taken when
+	// it is running and has room.
+	Prefer *server.Server
+}
+
+// ClientKey is the key of a session from client: its address's hash when
+// the backend balances by source.
+func (b *Backend) ClientKey(client netip.AddrPort) Key {
+	if !b.hashKey {
+		return Key{}
+	}
+	a := client.Addr().Unmap().As16()
+	return Key{Hash: balance.Hash(a[:]), Hashed: true}
+}
+
+// HashesRequest reports whether the algorithm wants a key from the request.
+func (b *Backend) HashesRequest() bool { return b.reqKey }
+
 // Connect finds a server for a session from client and connects to it.
 func (b *Backend) Connect(ctx context.Context, client netip.AddrPort) (*Conn, *Error) {
+	return b.ConnectKey(ctx, b.ClientKey(client), Reuse{})
+}
+
+// Reuse says which existing connections a request may use.
+type Reuse struct {
+	Idle bool  // an idle connection from the server's pool
+	Own  *Conn // the session's own, kept parked between its requests
+}
+
+// ConnectKey finds a server by key and connects to it, or reuses a
+// connection to that server as reuse allows.
+func (b *Backend) ConnectKey(ctx context.Context, key Key, reuse Reuse) (*Conn, *Error) {
 	t := b.Config.Timeouts
-	var key uint64
-	if b.hashKey {
-		a := client.Addr().Unmap().As16()
-		key = balance.Hash(a[:])
-	}
 	start := time.Now()
-	c := &Conn{backend: b}
+	var c *Conn
+	var wait time.Duration
+	var beQueue int64
 	s := (*server.Server)(nil)
 	if b.queue.len.Load() == 0 {
 		s = b.pick(key, nil)
@@ -302,14 +356,26 @@ func (b *Backend) Connect(ctx context.Context, client netip.AddrPort) (*Conn, *E
 		if b.maxQueue > 0 && b.queue.len.Load() >= b.maxQueue {
 			return nil, &Error{Term: [2]byte{'s', 'Q'}, Err: ErrQueueFull}
 		}
-		c.BeQueue = b.queue.len.Load()
+		beQueue = b.queue.len.Load()
 		var err error
 		s, err = b.wait(ctx, key, t.Queue)
-		c.Wait = time.Since(start)
+		wait = time.Since(start)
 		if err != nil {
-			return nil, &Error{Term: [2]byte{'s', 'Q'}, Err: err, Wait: c.Wait}
+			return nil, &Error{Term: [2]byte{'s', 'Q'}, Err: err, Wait: wait}
 		}
 	}
+	if reuse.Own != nil && reuse.Own.Server == s && reuse.Own.alive() {
+		c = reuse.Own
+		c.Wait, c.BeQueue, c.ConnectTime, c.Retries, c.Redispatched, c.Reused = wait, beQueue, 0, 0, false, true
+		return c, nil
+	}
+	if reuse.Idle {
+		if c = b.idle[s].take(); c != nil {
+			c.Wait, c.BeQueue, c.ConnectTime, c.Retries, c.Redispatched, c.Reused = wait, beQueue, 0, 0, false, true
+			return c, nil
+		}
+	}
+	c = &Conn{backend: b, Wait: wait, BeQueue: beQueue}
 	for attempt := 0; ; attempt++ {
 		tg := b.targets[s]
 		dialStart := time.Now()
@@ -388,11 +454,11 @@ type queue struct {
 }
 
 type waiter struct {
-	key uint64
+	key Key
 	ch  chan *server.Server // receives the server whose slot it was given
 }
 
-func (b *Backend) wait(ctx context.Context, key uint64, timeout time.Duration) (*server.Server, error) {
+func (b *Backend) wait(ctx context.Context, key Key, timeout time.Duration) (*server.Server, error) {
 	w := &waiter{key: key, ch: make(chan *server.Server, 1)}
 	b.queue.mu.Lock()
 	b.queue.waiters = append(b.queue.waiters, w)

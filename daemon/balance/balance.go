@@ -32,7 +32,7 @@ func New(algo, hashType string, servers []*server.Server) (Balancer, error) {
 		return &First{servers: servers}, nil
 	case "random":
 		return &Random{servers: servers}, nil
-	case "source":
+	case "source", "uri", "url_param", "hdr":
 		if hashType == "consistent" {
 			return NewConsistent(servers), nil
 		}

@@ -5,12 +5,16 @@
 package check
 
 import (
+	"fmt"
+	"slices"
+
 	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"net"
 	"os"
+	"sluice/daemon/h1"
 	"syscall"
 	"time"
 
@@ -133,6 +137,9 @@ func (c *Checker) check(ctx context.Context) Result {
 	if dl, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(dl)
 	}
+	if cfg.HTTP != nil {
+		return c.httpCheck(conn, start)
+	}
 	if cfg.Send == "" && cfg.Expect == "" && cfg.ExpectRegex == nil {
 		return Result{OK: true, Code: "L4OK", Reason: "Layer4 check passed", Duration: time.Since(start)}
 	}
@@ -197,4 +204,37 @@ func errText(err error) string {
 		return se.Err.Error()
 	}
 	return err.Error()
+}
+
+// httpCheck sends the configured request and judges the status, with
+// HAProxy's wording: L7OK, L7STS (wrong status), L7RSP, L7TOUT.
+func (c *Checker) httpCheck(conn net.Conn, start time.Time) Result {
+	hc := c.Config.HTTP
+	host := hc.Host
+	if host == "" {
+		host = c.Server.Addr()
+	}
+	req := hc.Method + " " + hc.Path + " HTTP/1.1\r\nhost: " + host + "\r\nuser-agent: sluice-check\r\nconnection: close\r\n\r\n"
+	if _, err := conn.Write([]byte(req)); err != nil {
+		return Result{Code: "L7RSP", Reason: "Layer7 invalid response", Info: errText(err), Duration: time.Since(start)}
+	}
+	var m h1.Message
+	rd := h1.Reader{Conn: conn, Buf: make([]byte, 16384)}
+	lim := h1.DefaultLimits
+	err := rd.ReadHead(func(b []byte) error { return h1.ParseResponse(b, &m, &lim) })
+	d := time.Since(start)
+	switch {
+	case err != nil && isTimeout(err):
+		return Result{Code: "L7TOUT", Reason: "Layer7 timeout", Duration: d}
+	case err != nil:
+		return Result{Code: "L7RSP", Reason: "Layer7 invalid response", Info: errText(err), Duration: d}
+	}
+	ok := m.Status >= 200 && m.Status < 400
+	if len(hc.ExpectStatus) > 0 {
+		ok = slices.Contains(hc.ExpectStatus, m.Status)
+	}
+	if !ok {
+		return Result{Code: "L7STS", Reason: "Layer7 wrong status", Info: fmt.Sprintf("HTTP status check returned code <%d>", m.Status), Duration: d}
+	}
+	return Result{OK: true, Code: "L7OK", Reason: "Layer7 check passed", Info: string(m.Reason), Duration: d}
 }

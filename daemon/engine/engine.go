@@ -87,7 +87,9 @@ func New(ctx context.Context, cfg *hcl.Config, log *slog.Logger) (*Engine, error
 		if fc.Log {
 			logs = e.logs
 		}
-		e.Frontends = append(e.Frontends, proxy.NewFrontend(fc, backends[fc.DefaultBackend], e.Process, logs, log))
+		fe := proxy.NewFrontend(fc, backends[fc.DefaultBackend], e.Process, logs, log)
+		fe.Backends = backends
+		e.Frontends = append(e.Frontends, fe)
 	}
 	return e, nil
 }
@@ -216,6 +218,9 @@ func (e *Engine) Stop(grace time.Duration) bool {
 		cancel()
 	}
 	e.closeListeners()
+	for _, b := range e.Backends {
+		b.CloseIdle()
+	}
 	done := make(chan struct{})
 	go func() {
 		for _, f := range e.Frontends {
@@ -236,6 +241,10 @@ func (e *Engine) Stop(grace time.Duration) bool {
 	if e.stop != nil {
 		e.stop()
 	}
+	for _, b := range e.Backends {
+		b.CloseIdle() // kept by requests that ended meanwhile
+	}
+
 	e.wg.Wait()
 	e.logs.Close()
 	return clean

@@ -41,8 +41,10 @@ type Frontend struct {
 	Name    string
 	Config  *hcl.Frontend
 	Backend *backend.Backend
-	Stats   stats.Counters
-	process *Process
+	// Backends are every backend by name, for use_backend (HTTP mode).
+	Backends map[string]*backend.Backend
+	Stats    stats.Counters
+	process  *Process
 	// Limit is this frontend's maxconn; its maximum is zero when only the
 	// process limit applies.
 	Limit  *Limit
@@ -92,7 +94,11 @@ func (f *Frontend) Serve(ln *net.TCPListener) error {
 			continue
 		}
 		delay = 0
-		go f.session(c)
+		if f.Config.HTTP != nil {
+			go f.httpSession(c)
+		} else {
+			go f.session(c)
+		}
 	}
 }
 

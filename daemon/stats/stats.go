@@ -18,6 +18,7 @@ type Counters struct {
 	Denied       atomic.Int64 // refused by rules
 	ReqErrors    atomic.Int64 // malformed input from clients (a bad PROXY header)
 	ConnErrors   atomic.Int64 // failed server connections
+	RespErrors   atomic.Int64 // bad or missing server responses (HTTP)
 	Retries      atomic.Int64
 	Redispatches atomic.Int64
 	QueueCur     atomic.Int64
@@ -26,6 +27,11 @@ type Counters struct {
 	ServerAborts atomic.Int64
 	// SourceExhausted counts connections refused because no source port was free.
 	SourceExhausted atomic.Int64
+	// HTTP: requests, and responses by class (1xx to 5xx, then others).
+	Requests  atomic.Int64
+	Responses [6]atomic.Int64
+	// Compressed counts responses compressed by sluice.
+	Compressed atomic.Int64
 	// SessRate is new sessions per second.
 	SessRate Rate
 	// Times of the last ~1024 sessions, in milliseconds: waiting in the
@@ -44,7 +50,8 @@ func (c *Counters) ClearMax() {
 func (c *Counters) ClearAll() {
 	c.ClearMax()
 	for _, v := range []*atomic.Int64{&c.Total, &c.BytesIn, &c.BytesOut, &c.Denied, &c.ReqErrors, &c.ConnErrors, &c.Retries,
-		&c.Redispatches, &c.ClientAborts, &c.ServerAborts, &c.SourceExhausted} {
+		&c.Redispatches, &c.ClientAborts, &c.ServerAborts, &c.SourceExhausted, &c.Requests, &c.Compressed, &c.RespErrors,
+		&c.Responses[0], &c.Responses[1], &c.Responses[2], &c.Responses[3], &c.Responses[4], &c.Responses[5]} {
 		v.Store(0)
 	}
 }
@@ -91,3 +98,12 @@ func RaiseMax(max *atomic.Int64, n int64) {
 
 // Since returns milliseconds since t, the unit of HAProxy's timers.
 func Since(t time.Time) int64 { return time.Since(t).Milliseconds() }
+
+// Response counts one response by its status class.
+func (c *Counters) Response(status int) {
+	i := status/100 - 1
+	if i < 0 || i > 4 {
+		i = 5
+	}
+	c.Responses[i].Add(1)
+}

@@ -1,0 +1,369 @@
+package h1
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"time"
+)
+
+// Reader is a connection with a read buffer. Heads are parsed in the
+// buffer; body bytes that arrived with a head are served from it first.
+// Between messages the buffer can be given back (Release) so that an idle
+// connection holds none.
+type Reader struct {
+	Conn net.Conn
+	Buf  []byte // nil while released
+	r, w int
+}
+
+// Buffered returns the bytes read but not consumed.
+func (r *Reader) Buffered() []byte { return r.Buf[r.r:r.w] }
+
+// Discard consumes n buffered bytes.
+func (r *Reader) Discard(n int) {
+	r.r += n
+	if r.r == r.w {
+		r.r, r.w = 0, 0
+	}
+}
+
+// Fill reads more bytes, moving what is buffered to the front first. It
+// returns io.ErrShortBuffer when the buffer is full.
+func (r *Reader) Fill() (int, error) {
+	if r.r > 0 {
+		r.w = copy(r.Buf, r.Buf[r.r:r.w])
+		r.r = 0
+	}
+	if r.w == len(r.Buf) {
+		return 0, io.ErrShortBuffer
+	}
+	n, err := r.Conn.Read(r.Buf[r.w:])
+	r.w += n
+	if n > 0 {
+		err = nil
+	}
+	return n, err
+}
+
+// Release hands the buffer to put when nothing is buffered, and reports
+// whether it did.
+func (r *Reader) Release(put func([]byte)) bool {
+	if r.Buf == nil || r.r != r.w {
+		return false
+	}
+	put(r.Buf)
+	r.Buf, r.r, r.w = nil, 0, 0
+	return true
+}
+
+// ReadHead reads until parse accepts a complete head, and consumes it.
+// The message stays valid until the buffer is next filled or consumed.
+func (r *Reader) ReadHead(parse func([]byte) error) error {
+	for {
+		err := parse(r.Buffered())
+		if err == nil {
+			return nil
+		}
+		if err != ErrIncomplete {
+			return err
+		}
+		if _, err := r.Fill(); err != nil {
+			if err == io.ErrShortBuffer {
+				return ErrTooLarge
+			}
+			return err
+		}
+	}
+}
+
+// ReadError and WriteError tell which side of a copy failed.
+type ReadError struct{ Err error }
+type WriteError struct{ Err error }
+
+func (e *ReadError) Error() string  { return e.Err.Error() }
+func (e *WriteError) Error() string { return e.Err.Error() }
+func (e *ReadError) Unwrap() error  { return e.Err }
+func (e *WriteError) Unwrap() error { return e.Err }
+
+// Malformed chunked encoding.
+var ErrChunk = errors.New("malformed chunked encoding")
+
+// Body is how a body is framed on the wire.
+type Body struct {
+	Length     int64 // with Chunked false and UntilClose false
+	Chunked    bool
+	UntilClose bool // a response without length: ends with the connection
+}
+
+// RequestBody is the framing of m's body as a request.
+func RequestBody(m *Message) Body {
+	if m.Chunked {
+		return Body{Chunked: true}
+	}
+	return Body{Length: max(m.ContentLength, 0)}
+}
+
+// ResponseBody is the framing of m's body as the response to method.
+func ResponseBody(m *Message, method []byte) Body {
+	switch {
+	case m.Bodyless(method):
+		return Body{}
+	case m.Chunked:
+		return Body{Chunked: true}
+	case m.ContentLength >= 0:
+		return Body{Length: m.ContentLength}
+	}
+	return Body{UntilClose: true}
+}
+
+// Empty reports whether the body has no bytes at all.
+func (b Body) Empty() bool { return !b.Chunked && !b.UntilClose && b.Length == 0 }
+
+// Copy copies the body framed as b from r to w, decoding chunks: w gets
+// the payload only. idle bounds each read. It returns the payload bytes.
+func Copy(w io.Writer, r *Reader, b Body, idle time.Duration) (int64, error) {
+	switch {
+	case b.Chunked:
+		return copyChunked(w, r, idle)
+	case b.UntilClose:
+		return copyN(w, r, -1, idle)
+	}
+	return copyN(w, r, b.Length, idle)
+}
+
+func deadline(r *Reader, idle time.Duration) {
+	if idle > 0 {
+		r.Conn.SetReadDeadline(time.Now().Add(idle))
+	}
+}
+
+// copyN copies n bytes, or until EOF when n < 0.
+func copyN(w io.Writer, r *Reader, n int64, idle time.Duration) (int64, error) {
+	var done int64
+	for n < 0 || done < n {
+		if r.r == r.w {
+			deadline(r, idle)
+			_, err := r.Fill()
+			if err == io.EOF && n < 0 {
+				return done, nil
+			}
+			if err != nil {
+				if err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				return done, &ReadError{err}
+			}
+		}
+		p := r.Buffered()
+		if n >= 0 && int64(len(p)) > n-done {
+			p = p[:n-done]
+		}
+		if _, err := w.Write(p); err != nil {
+			return done, &WriteError{err}
+		}
+		r.Discard(len(p))
+		done += int64(len(p))
+	}
+	return done, nil
+}
+
+// line returns the next line of the buffer, reading as needed; lines in
+// chunked framing are short, so a full buffer is an error.
+func (r *Reader) line(idle time.Duration) ([]byte, error) {
+	for {
+		if i := bytes.IndexByte(r.Buffered(), '\n'); i >= 0 {
+			line := r.Buffered()[:i+1]
+			r.Discard(i + 1)
+			line = line[:i]
+			if len(line) == 0 || line[len(line)-1] != '\r' {
+				return nil, &ReadError{ErrChunk} // bare LF
+			}
+			return line[:len(line)-1], nil
+		}
+		if r.w-r.r > 4096 {
+			return nil, &ReadError{ErrChunk}
+		}
+		deadline(r, idle)
+		if _, err := r.Fill(); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, &ReadError{err}
+		}
+	}
+}
+
+func copyChunked(w io.Writer, r *Reader, idle time.Duration) (int64, error) {
+	var done int64
+	for {
+		line, err := r.line(idle)
+		if err != nil {
+			return done, err
+		}
+		size, ok := chunkSize(line)
+		if !ok {
+			return done, &ReadError{ErrChunk}
+		}
+		if size == 0 {
+			break
+		}
+		n, err := copyN(w, r, size, idle)
+		done += n
+		if err != nil {
+			return done, err
+		}
+		if line, err = r.line(idle); err != nil {
+			return done, err
+		}
+		if len(line) != 0 {
+			return done, &ReadError{ErrChunk}
+		}
+	}
+	// Trailer fields are checked and dropped.
+	for {
+		line, err := r.line(idle)
+		if err != nil {
+			return done, err
+		}
+		if len(line) == 0 {
+			return done, nil
+		}
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 {
+			return done, &ReadError{ErrChunk}
+		}
+		for _, c := range line[:colon] {
+			if !isTchar(c) {
+				return done, &ReadError{ErrChunk}
+			}
+		}
+	}
+}
+
+// chunkSize parses "HEX[;ext[=value]]..." strictly: hex digits only, at
+// most 15 of them, extensions of tokens or quoted strings.
+func chunkSize(line []byte) (int64, bool) {
+	var n int64
+	i := 0
+	for ; i < len(line); i++ {
+		c := line[i]
+		var v byte
+		switch {
+		case '0' <= c && c <= '9':
+			v = c - '0'
+		case 'a' <= c && c <= 'f':
+			v = c - 'a' + 10
+		case 'A' <= c && c <= 'F':
+			v = c - 'A' + 10
+		default:
+			goto ext
+		}
+		if i >= 15 {
+			return 0, false
+		}
+		n = n<<4 | int64(v)
+	}
+ext:
+	if i == 0 {
+		return 0, false
+	}
+	return n, validExtensions(line[i:])
+}
+
+func validExtensions(b []byte) bool {
+	for len(b) > 0 {
+		b = trimOWS(b)
+		if len(b) == 0 || b[0] != ';' {
+			return false
+		}
+		b = trimOWS(b[1:])
+		i := 0
+		for i < len(b) && isTchar(b[i]) {
+			i++
+		}
+		if i == 0 {
+			return false
+		}
+		b = trimOWS(b[i:])
+		if len(b) == 0 || b[0] != '=' {
+			continue
+		}
+		b = trimOWS(b[1:])
+		if len(b) > 0 && b[0] == '"' {
+			j := 1
+			for ; j < len(b) && b[j] != '"'; j++ {
+				if b[j] == '\\' {
+					j++
+				}
+				if j < len(b) && (b[j] < ' ' && b[j] != '\t' || b[j] == 0x7f) {
+					return false
+				}
+			}
+			if j >= len(b) {
+				return false
+			}
+			b = b[j+1:]
+			continue
+		}
+		i = 0
+		for i < len(b) && isTchar(b[i]) {
+			i++
+		}
+		if i == 0 {
+			return false
+		}
+		b = b[i:]
+	}
+	return true
+}
+
+// ChunkWriter frames what is written to it as chunks; Close writes the
+// last chunk.
+type ChunkWriter struct {
+	W   io.Writer
+	hdr [20]byte
+}
+
+func (c *ChunkWriter) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	h := appendHex(c.hdr[:0], uint64(len(p)))
+	h = append(h, '\r', '\n')
+	if _, err := c.W.Write(h); err != nil {
+		return 0, err
+	}
+	if _, err := c.W.Write(p); err != nil {
+		return 0, err
+	}
+	if _, err := c.W.Write(crlf); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+var crlf = []byte("\r\n")
+var lastChunk = []byte("0\r\n\r\n")
+
+// Close ends the body.
+func (c *ChunkWriter) Close() error {
+	_, err := c.W.Write(lastChunk)
+	return err
+}
+
+func appendHex(b []byte, v uint64) []byte {
+	const digits = "0123456789abcdef"
+	if v == 0 {
+		return append(b, '0')
+	}
+	var tmp [16]byte
+	i := len(tmp)
+	for v > 0 {
+		i--
+		tmp[i] = digits[v&15]
+		v >>= 4
+	}
+	return append(b, tmp[i:]...)
+}

@@ -1,0 +1,1141 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"sluice/daemon/backend"
+	"sluice/daemon/balance"
+	"sluice/daemon/h1"
+	"sluice/daemon/logging"
+	"sluice/daemon/proxyproto"
+	"sluice/daemon/rules"
+	"sluice/hcl"
+)
+
+// An HTTP session is one client connection in mode "http": requests read
+// and answered one after another (keep-alive), each routed, rewritten,
+// load-balanced and logged on its own.
+//
+// Everything a request needs beyond the connection itself (buffers,
+// parsed heads, writers) is an exchange, taken from a pool when a request
+// starts arriving and given back while the connection waits for the next
+// one: an idle keep-alive connection holds no buffer.
+type httpSession struct {
+	f           *Frontend
+	c           *net.TCPConn
+	rc          syscall.RawConn
+	client, dst netip.AddrPort
+	in          h1.Reader // from the client
+	x           *exchange
+	own         *backend.Conn // parked server connection (http_reuse "never")
+	requests    int
+	accept      time.Time
+	peek        [1]byte
+	readable    func(fd uintptr) bool
+	waitEOF     bool
+	waitErr     error
+	idle        atomic.Bool // waiting for the next request
+}
+
+// exchange is one request's working set.
+type exchange struct {
+	req, resp   h1.Message
+	rq          rules.Request
+	out, srvOut *bufio.Writer
+	srv         h1.Reader // from the server
+	e           logging.HTTPEntry
+	line        [256]byte // the request line, for the log
+	target      []byte    // a rewritten request target
+	capture     [512]byte
+	caps        [2][8][]byte
+	gz          *gzipWriter
+}
+
+const bufSize = 16 * 1024
+
+var exchanges = sync.Pool{New: func() any {
+	x := &exchange{
+		out:    bufio.NewWriterSize(nil, 8*1024),
+		srvOut: bufio.NewWriterSize(nil, 8*1024),
+	}
+	x.req.Headers = make([]h1.Header, 0, 128)
+	x.resp.Headers = make([]h1.Header, 0, 128)
+	x.srv.Buf = make([]byte, bufSize)
+	return x
+}}
+
+// readBufs are client read buffers; a channel rather than a sync.Pool so
+// that putting a slice back does not allocate.
+var readBufs = make(chan []byte, 4096)
+
+func getBuf(size int) []byte {
+	select {
+	case b := <-readBufs:
+		if len(b) >= size {
+			return b
+		}
+	default:
+	}
+	return make([]byte, max(size, bufSize))
+}
+
+func putBuf(b []byte) {
+	select {
+	case readBufs <- b:
+	default:
+	}
+}
+
+func (f *Frontend) httpSession(c *net.TCPConn) {
+	f.process.Stats.Open()
+	f.Stats.Open()
+	s := &httpSession{f: f, c: c, client: addrPort(c.RemoteAddr()), dst: addrPort(c.LocalAddr()), accept: time.Now()}
+	s.in.Conn = c
+	s.rc, _ = c.SyscallConn()
+	s.readable = s.wait
+	// Stopping (a reload) closes idle keep-alive connections at once;
+	// busy ones close after their response, which says so.
+	stop := context.AfterFunc(f.ctx, func() {
+		if s.idle.Load() {
+			c.SetReadDeadline(time.Now())
+		}
+	})
+	s.serve()
+	stop()
+	if s.own != nil {
+		s.own.Discard()
+	}
+	if s.x != nil {
+		s.release()
+	}
+	if s.in.Buf != nil {
+		putBuf(s.in.Buf)
+		s.in.Buf = nil
+	}
+	c.Close()
+	f.Stats.Close()
+	f.process.Stats.Close()
+	f.release()
+	f.wg.Done()
+}
+
+func (s *httpSession) serve() {
+	cfg := s.f.Config
+	if cfg.AcceptProxy {
+		deadline := s.accept.Add(cfg.Timeouts.HTTPRequest)
+		h, err := proxyproto.Read(s.c, deadline)
+		if err != nil {
+			s.f.Stats.ReqErrors.Add(1)
+			return
+		}
+		if !h.Local {
+			s.client, s.dst = h.Src, h.Dst
+		}
+	}
+	if !s.f.allowed(s.client.Addr()) {
+		s.f.Stats.Denied.Add(1)
+		return
+	}
+	for s.readRequest() {
+		if !s.handle() {
+			return
+		}
+		s.requests++
+	}
+}
+
+func (s *httpSession) acquire() {
+	if s.x == nil {
+		s.x = exchanges.Get().(*exchange)
+		s.x.out.Reset(s.c)
+	}
+	if s.in.Buf == nil {
+		s.in.Buf = getBuf(s.f.Config.HTTP.MaxHeaderSize + 1024)
+	}
+}
+
+// release gives the exchange and an empty read buffer back.
+func (s *httpSession) release() {
+	x := s.x
+	x.out.Reset(nil)
+	x.srvOut.Reset(nil)
+	x.srv.Conn = nil
+	x.rq = rules.Request{}
+	clear(x.req.Headers[:cap(x.req.Headers)])
+	clear(x.resp.Headers[:cap(x.resp.Headers)])
+	x.e = logging.HTTPEntry{}
+	exchanges.Put(x)
+	s.x = nil
+	s.in.Release(putBuf)
+}
+
+// wait runs inside RawConn.Read: false (park) while nothing has arrived.
+func (s *httpSession) wait(fd uintptr) bool {
+	n, _, err := unix.Recvfrom(int(fd), s.peek[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	switch {
+	case err == unix.EAGAIN || err == unix.EINTR:
+		return false
+	case err != nil:
+		s.waitErr = os.NewSyscallError("recvfrom", err)
+	case n == 0:
+		s.waitEOF = true
+	}
+	return true
+}
+
+// readRequest waits for the next request head and parses it. It returns
+// false when the connection is to be closed (answered if need be).
+func (s *httpSession) readRequest() bool {
+	f := s.f
+	t := f.Config.Timeouts
+	start := s.accept
+	if s.requests > 0 {
+		start = time.Now()
+		if len(s.in.Buffered()) == 0 {
+			// Idle between requests: hold no buffer while waiting.
+			s.release()
+			ka := t.HTTPKeepAlive
+			if ka == 0 {
+				ka = t.HTTPRequest
+			}
+			if ka > 0 {
+				s.c.SetReadDeadline(time.Now().Add(ka))
+			}
+			s.waitEOF, s.waitErr = false, nil
+			s.idle.Store(true)
+			if f.ctx.Err() != nil {
+				return false
+			}
+			err := s.rc.Read(s.readable)
+			s.idle.Store(false)
+			if err != nil || s.waitEOF || s.waitErr != nil {
+				return false
+			}
+			start = time.Now()
+		}
+	}
+	s.acquire()
+	x := s.x
+	x.e = logging.HTTPEntry{TCPEntry: logging.TCPEntry{Accept: start, Frontend: f.Name, Backend: f.Name, Server: "<NOSRV>",
+		Tw: -1, Tc: -1, Term: [2]byte{'-', '-'}}, TR: -1, Tr: -1, Ta: -1, Cookie: [2]byte{'-', '-'}}
+	if t.HTTPRequest > 0 {
+		s.c.SetReadDeadline(start.Add(t.HTTPRequest))
+	} else {
+		s.c.SetReadDeadline(time.Time{})
+	}
+	lim := h1.Limits{MaxHeaderSize: f.Config.HTTP.MaxHeaderSize, MaxHeaders: f.Config.HTTP.MaxHeaders, MaxRequestLine: h1.DefaultLimits.MaxRequestLine}
+	err := s.in.ReadHead(func(b []byte) error { return h1.ParseRequest(b, &x.req, &lim) })
+	if err == nil {
+		x.e.TR = logging.Elapsed(start)
+		s.in.Discard(x.req.HeadLen)
+		return true
+	}
+	got := len(s.in.Buffered()) > 0
+	var perr *h1.Error
+	switch {
+	case errors.As(err, &perr):
+		f.Stats.ReqErrors.Add(1)
+		s.fail(perr.Status, 'P', 'R')
+	case isTimeout(err):
+		if !got && s.requests > 0 {
+			return false // an idle keep-alive connection timing out
+		}
+		f.Stats.ReqErrors.Add(1)
+		s.fail(408, 'c', 'R')
+	case got:
+		f.Stats.ReqErrors.Add(1)
+		x.e.Term = [2]byte{'C', 'R'}
+		x.e.Status = -1
+		s.log()
+	}
+	return false
+}
+
+// fail answers with an error status, logs and leaves the connection to
+// be closed.
+func (s *httpSession) fail(status int, who, phase byte) {
+	x := s.x
+	x.e.Term = [2]byte{who, phase}
+	var pages []map[int][]byte
+	pages = append(pages, s.f.Config.HTTP.ErrorPages)
+	if b := s.backendOf(); b != nil && b.Config.HTTP != nil {
+		pages = append([]map[int][]byte{b.Config.HTTP.ErrorPages}, pages...)
+	}
+	s.respond(status, errorResponse(status, pages...))
+	s.log()
+}
+
+// backendOf is the backend the log names, if one was chosen.
+func (s *httpSession) backendOf() *backend.Backend {
+	if s.x.e.Backend == s.f.Name && s.f.Backend != nil && s.f.Backend.Name != s.f.Name {
+		return nil
+	}
+	for _, b := range s.f.Backends {
+		if b.Name == s.x.e.Backend {
+			return b
+		}
+	}
+	return nil
+}
+
+// respond writes a whole response of sluice's own.
+func (s *httpSession) respond(status int, raw []byte) {
+	x := s.x
+	x.e.Status = status
+	s.c.SetWriteDeadline(time.Now().Add(max(s.f.Config.Timeouts.Client, time.Second)))
+	x.out.Write(raw)
+	x.out.Flush()
+	x.e.Bytes += int64(len(raw))
+	s.f.Stats.Response(status)
+	s.f.Stats.BytesOut.Add(int64(len(raw)))
+}
+
+func (s *httpSession) log() {
+	f := s.f
+	e := &s.x.e
+	if e.Ta < 0 {
+		e.Ta = logging.Elapsed(e.Accept)
+	}
+	e.Tt = e.Ta
+	if f.logs == nil {
+		return
+	}
+	e.Client = s.client
+	e.ActConn, e.FeConn = f.process.Stats.Cur.Load(), f.Stats.Cur.Load()
+	var buf [1024]byte
+	f.logs.Send(logging.Info, logging.AppendHTTPLog(buf[:0], e))
+}
+
+// handle routes and forwards one request; false closes the connection.
+func (s *httpSession) handle() bool {
+	f, x := s.f, s.x
+	m := &x.req
+	x.rq = rules.Request{M: m, Client: s.client.Addr()}
+	x.rq.Split()
+	x.e.Request = appendRequestLine(x.line[:0], m)
+	f.Stats.Requests.Add(1)
+	s.captures(0, f.Config.HTTP.CaptureRequest, m)
+
+	switch s.applyRules(f.Config.HTTP.Request) {
+	case ruleAnswered:
+		return s.afterLocal()
+	}
+	be := f.Backend
+	for i := range f.Config.HTTP.UseBackends {
+		ub := &f.Config.HTTP.UseBackends[i]
+		if rules.Match(ub.Cond, &x.rq) {
+			be = f.Backends[ub.Backend]
+			break
+		}
+	}
+	if be == nil {
+		s.discardBody()
+		s.fail(503, 'S', 'C')
+		return false
+	}
+	x.e.Backend = be.Name
+	if hb := be.Config.HTTP; hb != nil && be.Name != f.Name {
+		if s.applyRules(hb.Request) == ruleAnswered {
+			return s.afterLocal()
+		}
+	}
+	return s.forward(be)
+}
+
+// afterLocal ends a request sluice answered itself: the connection stays
+// open only if the request had no body left unread.
+func (s *httpSession) afterLocal() bool {
+	s.log()
+	return h1.RequestBody(&s.x.req).Empty() && !s.x.req.Close && s.f.ctx.Err() == nil
+}
+
+// discardBody is for requests refused before their body was read: the
+// connection will be closed, nothing to drain.
+func (s *httpSession) discardBody() {}
+
+func appendRequestLine(b []byte, m *h1.Message) []byte {
+	b = append(b, m.Method...)
+	b = append(b, ' ')
+	n := min(len(m.Target), cap(b)-len(b)-10)
+	b = append(b, m.Target[:max(n, 0)]...)
+	b = append(b, " HTTP/1."...)
+	return append(b, '0'+byte(m.Minor))
+}
+
+// captures copies the captured headers' values for the log.
+func (s *httpSession) captures(side int, caps []hcl.Capture, m *h1.Message) {
+	if len(caps) == 0 {
+		return
+	}
+	x := s.x
+	arena := x.capture[:0]
+	if side == 1 {
+		arena = x.capture[len(x.capture)/2 : len(x.capture)/2]
+	}
+	vals := x.caps[side][:0]
+	for i, c := range caps {
+		if i >= len(x.caps[side]) {
+			break
+		}
+		v := m.Get(lower(c.Name))
+		if len(v) > c.Len {
+			v = v[:c.Len]
+		}
+		if len(v) > cap(arena)-len(arena) {
+			v = v[:cap(arena)-len(arena)]
+		}
+		start := len(arena)
+		arena = append(arena, v...)
+		vals = append(vals, arena[start:])
+	}
+	if side == 0 {
+		x.e.ReqCaptures = vals
+	} else {
+		x.e.RespCaptures = vals
+	}
+}
+
+func lower(s string) string {
+	for i := range len(s) {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			b := []byte(s)
+			for j := range b {
+				if 'A' <= b[j] && b[j] <= 'Z' {
+					b[j] += 'a' - 'A'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
+}
+
+type ruleOutcome int
+
+const (
+	ruleContinue ruleOutcome = iota
+	ruleAllowed
+	ruleAnswered
+)
+
+// applyRules runs http_request rules in order until one answers or allows.
+func (s *httpSession) applyRules(list []hcl.Rule) ruleOutcome {
+	x := s.x
+	m := &x.req
+	for i := range list {
+		r := &list[i]
+		if !rules.Match(r.Cond, &x.rq) {
+			continue
+		}
+		switch r.Action {
+		case "allow":
+			return ruleAllowed
+		case "deny":
+			s.f.Stats.Denied.Add(1)
+			s.fail(r.Status, 'P', 'R')
+			x.e.Ta = -1 // logged by afterLocal
+			return ruleAnswered
+		case "return":
+			s.answer(r.Status, r.ContentType, r.Body, nil)
+			x.e.Term = [2]byte{'L', 'R'}
+			return ruleAnswered
+		case "redirect":
+			s.redirect(r)
+			return ruleAnswered
+		case "set_header":
+			rules.SetHeader(m, r.Name, rules.Bytes(r.Value))
+		case "add_header":
+			m.Headers = append(m.Headers, h1.Header{Name: rules.Bytes(r.Name), Value: rules.Bytes(r.Value)})
+		case "del_header":
+			rules.DelHeader(m, r.Name)
+		case "set_host":
+			rules.SetHeader(m, "host", rules.Bytes(r.Host))
+			m.Host = rules.Bytes(r.Host)
+			x.rq.Host = m.Host
+		case "set_path":
+			s.setTarget(rules.Bytes(r.Path), x.rq.Query)
+		case "replace_path_prefix":
+			p := x.rq.Path
+			if len(p) >= len(r.From) && string(p[:len(r.From)]) == r.From {
+				buf := append(append([]byte(nil), r.To...), p[len(r.From):]...)
+				s.setTarget(buf, x.rq.Query)
+			}
+		}
+	}
+	return ruleContinue
+}
+
+// setTarget rewrites the request target as path?query.
+func (s *httpSession) setTarget(path, query []byte) {
+	x := s.x
+	t := append(x.target[:0], path...)
+	if query != nil {
+		t = append(append(t, '?'), query...)
+	}
+	x.target = t
+	x.req.Target = t
+	x.rq.Path = t[:len(path)]
+	if query != nil {
+		x.rq.Query = t[len(path)+1:]
+	}
+}
+
+// answer sends a response of sluice's own with a body.
+func (s *httpSession) answer(status int, ctype string, body []byte, extra []h1.Header) {
+	x := s.x
+	w := x.out
+	b := w.AvailableBuffer()
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(status), 10)
+	b = append(b, ' ')
+	b = append(b, hcl.StatusText(status)...)
+	b = append(b, "\r\ncontent-length: "...)
+	b = strconv.AppendInt(b, int64(len(body)), 10)
+	if ctype != "" {
+		b = append(b, "\r\ncontent-type: "...)
+		b = append(b, ctype...)
+	}
+	for _, h := range extra {
+		b = append(append(append(append(b, "\r\n"...), h.Name...), ": "...), h.Value...)
+	}
+	if !s.keepAlive() {
+		b = append(b, "\r\nconnection: close"...)
+	}
+	b = append(b, "\r\n\r\n"...)
+	w.Write(b)
+	if string(x.req.Method) != "HEAD" {
+		w.Write(body)
+	}
+	s.c.SetWriteDeadline(time.Now().Add(max(s.f.Config.Timeouts.Client, time.Second)))
+	w.Flush()
+	x.e.Status = status
+	x.e.Bytes = int64(len(b) + len(body))
+	s.f.Stats.Response(status)
+	s.f.Stats.BytesOut.Add(x.e.Bytes)
+}
+
+// keepAlive tells whether the client connection may carry another request.
+func (s *httpSession) keepAlive() bool {
+	m := &s.x.req
+	return !m.Close && h1.RequestBody(m).Empty() && s.f.ctx.Err() == nil
+}
+
+func (s *httpSession) redirect(r *hcl.Rule) {
+	x := s.x
+	loc := x.target[:0]
+	switch {
+	case r.Location != "":
+		loc = append(loc, r.Location...)
+	case r.Prefix != "":
+		loc = append(append(loc, r.Prefix...), x.req.Target...)
+	default:
+		loc = append(append(append(loc, r.Scheme...), "://"...), x.req.Host...)
+		loc = append(loc, x.req.Target...)
+	}
+	x.target = loc
+	s.answer(r.Status, "", nil, []h1.Header{{Name: []byte("location"), Value: loc}})
+	x.e.Term = [2]byte{'L', 'R'}
+}
+
+// forward sends the request to a server of be and relays the response.
+func (s *httpSession) forward(be *backend.Backend) bool {
+	x := s.x
+	m := &x.req
+	hb := be.Config.HTTP
+	key := be.ClientKey(s.client)
+	if be.HashesRequest() {
+		key = s.requestKey(be)
+	}
+	cookieSrv := ""
+	if hb.Cookie != nil {
+		x.e.Cookie = [2]byte{'N', 'N'}
+		if v, ok := cookieValue(m, hb.Cookie.Name); ok {
+			cookieSrv = string(v)
+			x.e.Cookie[0] = 'I'
+			if srv := be.Server(cookieSrv); srv != nil {
+				key.Prefer = srv
+				x.e.Cookie[0] = 'V'
+				if !srv.Running() {
+					x.e.Cookie[0] = 'D'
+				}
+			}
+		}
+	}
+	be.Stats.Open()
+	be.Stats.Requests.Add(1)
+	defer be.Stats.Close()
+	reuse := backend.Reuse{Own: s.own}
+	switch hb.Reuse {
+	case "always":
+		reuse.Idle = true
+	case "safe":
+		reuse.Idle = s.requests > 0
+	}
+	for attempt := 0; ; attempt++ {
+		sc, cerr := be.ConnectKey(context.Background(), key, reuse)
+		if s.own != nil && (cerr != nil || sc != s.own) {
+			s.own.Discard()
+		}
+		s.own, reuse.Own = nil, nil
+		if cerr != nil {
+			x.e.Tw = cerr.Wait.Milliseconds()
+			x.e.Retries = cerr.Retries
+			if cerr.Server != nil {
+				x.e.Server = cerr.Server.Name
+			}
+			s.fail(503, cerr.Term[0], cerr.Term[1])
+			return false
+		}
+		retry, keep := s.exchange(be, sc, cookieSrv)
+		if !retry || attempt > 0 {
+			return keep
+		}
+		// A reused connection the server had closed: once more on a new one.
+		reuse.Idle = false
+	}
+}
+
+// requestKey hashes the part of the request the algorithm names.
+func (s *httpSession) requestKey(be *backend.Backend) backend.Key {
+	x := s.x
+	var v []byte
+	ok := false
+	switch be.Config.Balance {
+	case "uri":
+		v, ok = x.rq.Path, true
+	case "url_param":
+		v, ok = rules.QueryParam(x.rq.Query, be.Config.HTTP.HashParam)
+	case "hdr":
+		v = x.req.Get(lower(be.Config.HTTP.HashParam))
+		ok = v != nil
+	}
+	if !ok {
+		return backend.Key{}
+	}
+	return backend.Key{Hash: balance.Hash(v), Hashed: true}
+}
+
+// cookieValue finds name=value in the request's Cookie headers.
+func cookieValue(m *h1.Message, name string) ([]byte, bool) {
+	for _, h := range m.Headers {
+		if !h1.EqualFold(h.Name, "cookie") {
+			continue
+		}
+		v := h.Value
+		for len(v) > 0 {
+			var kv []byte
+			if i := indexByte(v, ';'); i >= 0 {
+				kv, v = v[:i], v[i+1:]
+			} else {
+				kv, v = v, nil
+			}
+			for len(kv) > 0 && kv[0] == ' ' {
+				kv = kv[1:]
+			}
+			if len(kv) > len(name) && kv[len(name)] == '=' && string(kv[:len(name)]) == name {
+				return kv[len(name)+1:], true
+			}
+		}
+	}
+	return nil, false
+}
+
+func indexByte(b []byte, c byte) int {
+	for i, x := range b {
+		if x == c {
+			return i
+		}
+	}
+	return -1
+}
+
+// exchange runs one request over sc. retry asks for another attempt on a
+// new connection (a reused one turned out closed before answering); keep
+// tells whether the client connection stays open.
+func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv string) (retry, keep bool) {
+	f, x := s.f, s.x
+	m := &x.req
+	hb := be.Config.HTTP
+	e := &x.e
+	srv := sc.Server
+	e.Server = srv.Name
+	e.Tw, e.Tc = sc.Wait.Milliseconds(), sc.ConnectTime.Milliseconds()
+	e.Retries, e.Redispatched, e.BeQueue = sc.Retries, sc.Redispatched, sc.BeQueue
+	srv.Stats.Requests.Add(1)
+	bt := be.Config.Timeouts
+	ct := f.Config.Timeouts
+	reqStart := time.Now()
+
+	w := x.srvOut
+	w.Reset(sc)
+	if sc.SendProxy > 0 && !sc.Reused {
+		w.Write(proxyproto.Append(w.AvailableBuffer(), sc.SendProxy, s.client, s.dst))
+	}
+	upgrade := m.Upgrade
+	w.Write(s.appendRequestHead(w.AvailableBuffer(), be, upgrade))
+	body := h1.RequestBody(m)
+	sent := false
+	sendBody := func() (ok bool) {
+		sent = true
+		if body.Empty() {
+			return w.Flush() == nil || s.serverFailed(sc, 'S', 'D')
+		}
+		s.c.SetReadDeadline(time.Time{})
+		sc.SetWriteDeadline(time.Time{})
+		var dst io.Writer = w
+		var cw h1.ChunkWriter
+		if body.Chunked {
+			cw.W = w
+			dst = &cw
+		}
+		n, err := h1.Copy(dst, &s.in, body, ct.Client)
+		f.Stats.BytesIn.Add(n)
+		be.Stats.BytesIn.Add(n)
+		srv.Stats.BytesIn.Add(n)
+		if err == nil && body.Chunked {
+			err = cw.Close()
+		}
+		if err == nil {
+			err = w.Flush()
+		}
+		if err != nil {
+			var re *h1.ReadError
+			if errors.As(err, &re) {
+				if errors.Is(err, h1.ErrChunk) {
+					f.Stats.ReqErrors.Add(1)
+					s.fail(400, 'P', 'D')
+				} else {
+					s.clientAbort(err, 'D')
+				}
+			} else {
+				s.serverFailed(sc, 'S', 'D')
+			}
+			sc.Close()
+			return false
+		}
+		return true
+	}
+	if !m.Expect100 {
+		if !sendBody() {
+			return false, false
+		}
+	} else if w.Flush() != nil {
+		sc.Close()
+		if sc.Reused {
+			return true, false
+		}
+		s.serverFailed(nil, 'S', 'H')
+		return false, false
+	}
+
+	// The response head, after any interim 1xx responses.
+	rd := &x.srv
+	rd.Conn = sc.TCPConn
+	lim := h1.Limits{MaxHeaderSize: max(f.Config.HTTP.MaxHeaderSize, 15*1024), MaxHeaders: 128}
+	resp := &x.resp
+	for {
+		if bt.Server > 0 {
+			sc.SetReadDeadline(time.Now().Add(bt.Server))
+		}
+		err := rd.ReadHead(func(b []byte) error { return h1.ParseResponse(b, resp, &lim) })
+		if err != nil {
+			got := len(rd.Buffered()) > 0
+			rd.Discard(len(rd.Buffered()))
+			sc.Close()
+			var perr *h1.Error
+			switch {
+			case errors.As(err, &perr):
+				srv.Stats.RespErrors.Add(1)
+				be.Stats.RespErrors.Add(1)
+				s.fail(502, 'P', 'H')
+			case isTimeout(err):
+				srv.Stats.ServerAborts.Add(1)
+				s.fail(504, 's', 'H')
+			default:
+				if sc.Reused && !got && (body.Empty() || !sent) {
+					return true, false
+				}
+				srv.Stats.RespErrors.Add(1)
+				be.Stats.RespErrors.Add(1)
+				s.fail(502, 'S', 'H')
+			}
+			return false, false
+		}
+		rd.Discard(resp.HeadLen)
+		if resp.Status >= 200 || (resp.Status == 101 && upgrade) {
+			break
+		}
+		// Interim response: passed on; 100 Continue releases the body.
+		x.out.Write(s.appendResponseHead(x.out.AvailableBuffer(), be, false, false))
+		x.out.Flush()
+		if resp.Status == 100 && !sent && !sendBody() {
+			return false, false
+		}
+	}
+	e.Tr = logging.Elapsed(reqStart)
+	s.captures(1, f.Config.HTTP.CaptureResponse, resp)
+
+	if resp.Status == 101 {
+		return false, s.tunnel(be, sc)
+	}
+	if !sent {
+		// The server answered without 100 Continue: the body is never read.
+		m.Close = true
+	}
+	s.responseRules(be, hb, cookieSrv, srv.Name)
+	rbody := h1.ResponseBody(resp, m.Method)
+	gz := s.compressible(be, rbody)
+	clientKeep := s.keepAlive() && !rbody.UntilClose && !resp.Close && sent
+	outChunked := rbody.Chunked || gz
+	if outChunked && m.Minor == 0 {
+		outChunked, clientKeep = false, false
+	}
+	if gz {
+		rules.DelHeader(resp, "content-length")
+		rules.SetHeader(resp, "content-encoding", gzipToken)
+		resp.Headers = append(resp.Headers, h1.Header{Name: varyName, Value: acceptEncoding})
+	}
+	out := x.out
+	s.c.SetWriteDeadline(time.Time{})
+	head := s.appendResponseHead(out.AvailableBuffer(), be, outChunked, clientKeep)
+	out.Write(head)
+	var dst io.Writer = out
+	var cw h1.ChunkWriter
+	if outChunked {
+		cw.W = out
+		dst = &cw
+	}
+	var zw *gzipWriter
+	if gz {
+		zw = getGzip(dst)
+		dst = zw
+		f.Stats.Compressed.Add(1)
+	}
+	n, err := h1.Copy(dst, rd, rbody, bt.Server)
+	if err == nil && zw != nil {
+		err = zw.Close()
+	}
+	if zw != nil {
+		putGzip(zw)
+	}
+	if err == nil && outChunked {
+		err = cw.Close()
+	}
+	if err == nil {
+		err = out.Flush()
+	}
+	e.Bytes = int64(len(head)) + n
+	e.Status = resp.Status
+	f.Stats.Response(resp.Status)
+	be.Stats.Response(resp.Status)
+	srv.Stats.Response(resp.Status)
+	f.Stats.BytesOut.Add(e.Bytes)
+	be.Stats.BytesOut.Add(e.Bytes)
+	srv.Stats.BytesOut.Add(e.Bytes)
+	e.Ta = logging.Elapsed(e.Accept)
+	e.BeConn, e.SrvConn = be.Stats.Cur.Load(), srv.Load()
+	if err != nil {
+		var re *h1.ReadError
+		if errors.As(err, &re) {
+			term := byte('S')
+			if isTimeout(err) {
+				term = 's'
+			} else if errors.Is(err, h1.ErrChunk) {
+				term = 'P'
+			}
+			e.Term = [2]byte{term, 'D'}
+			be.Stats.ServerAborts.Add(1)
+			srv.Stats.ServerAborts.Add(1)
+		} else {
+			s.clientAbort(err, 'D')
+			x.e.Ta = -1
+		}
+		sc.Close()
+		s.log()
+		return false, false
+	}
+	switch {
+	case rbody.UntilClose || resp.Close || len(rd.Buffered()) > 0:
+		sc.Close()
+	case hb.Reuse == "never":
+		sc.Park()
+		s.own = sc
+	default:
+		sc.Keep()
+	}
+	be.Stats.Timings(e.Tw, e.Tc, e.Ta)
+	srv.Stats.Timings(e.Tw, e.Tc, e.Ta)
+	s.log()
+	return false, clientKeep
+}
+
+// clientAbort records a client gone or too slow during phase.
+func (s *httpSession) clientAbort(err error, phase byte) {
+	who := byte('C')
+	if isTimeout(err) {
+		who = 'c'
+	}
+	s.x.e.Term = [2]byte{who, phase}
+	s.f.Stats.ClientAborts.Add(1)
+	s.x.e.Status = -1
+	if s.x.e.Ta < 0 {
+		s.x.e.Ta = logging.Elapsed(s.x.e.Accept)
+	}
+}
+
+// serverFailed answers 502 for a server that failed while receiving the
+// request; it always returns false.
+func (s *httpSession) serverFailed(sc *backend.Conn, who, phase byte) bool {
+	if sc != nil {
+		sc.Server.Stats.ServerAborts.Add(1)
+	}
+	s.fail(502, who, phase)
+	return false
+}
+
+// appendRequestHead writes the request head as sent to the server: the
+// client's headers without hop-by-hop ones, the framing sluice uses, and
+// the forwarding headers.
+func (s *httpSession) appendRequestHead(b []byte, be *backend.Backend, upgrade bool) []byte {
+	x := s.x
+	m := &x.req
+	b = append(b, m.Method...)
+	b = append(b, ' ')
+	b = append(b, m.Target...)
+	b = append(b, " HTTP/1.1\r\n"...)
+	b = appendHeaders(b, m, upgrade)
+	if m.Chunked {
+		b = append(b, "transfer-encoding: chunked\r\n"...)
+	}
+	if upgrade {
+		b = append(b, "connection: upgrade\r\n"...)
+	}
+	fh, bh := s.f.Config.HTTP, be.Config.HTTP
+	if fh.ForwardFor || bh.ForwardFor {
+		b = append(b, "x-forwarded-for: "...)
+		b = s.client.Addr().Unmap().AppendTo(b)
+		b = append(b, "\r\nx-forwarded-proto: http\r\nx-forwarded-port: "...)
+		b = strconv.AppendUint(b, uint64(s.dst.Port()), 10)
+		b = append(b, "\r\n"...)
+	}
+	if fh.Forwarded || bh.Forwarded {
+		b = append(b, "forwarded: for="...)
+		a := s.client.Addr().Unmap()
+		if a.Is6() {
+			b = append(b, "\"["...)
+			b = a.AppendTo(b)
+			b = append(b, "]\""...)
+		} else {
+			b = a.AppendTo(b)
+		}
+		if len(m.Host) > 0 {
+			b = append(b, ";host=\""...)
+			b = append(b, m.Host...)
+			b = append(b, '"')
+		}
+		b = append(b, ";proto=http\r\n"...)
+	}
+	return append(b, "\r\n"...)
+}
+
+// appendResponseHead writes the response head as sent to the client.
+func (s *httpSession) appendResponseHead(b []byte, be *backend.Backend, chunked, keep bool) []byte {
+	r := &s.x.resp
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(r.Status), 10)
+	b = append(b, ' ')
+	b = append(b, r.Reason...)
+	b = append(b, "\r\n"...)
+	upgrade := r.Status == 101
+	b = appendHeaders(b, r, upgrade)
+	if r.Status < 200 {
+		if upgrade {
+			b = append(b, "connection: upgrade\r\n"...)
+		}
+		return append(b, "\r\n"...)
+	}
+	if chunked {
+		b = append(b, "transfer-encoding: chunked\r\n"...)
+	}
+	switch {
+	case !keep:
+		b = append(b, "connection: close\r\n"...)
+	case s.x.req.Minor == 0:
+		b = append(b, "connection: keep-alive\r\n"...)
+	}
+	return append(b, "\r\n"...)
+}
+
+// appendHeaders copies the headers that are end-to-end.
+func appendHeaders(b []byte, m *h1.Message, upgrade bool) []byte {
+	for _, h := range m.Headers {
+		if hopByHop(h.Name, upgrade) || listedInConnection(m, h.Name) {
+			continue
+		}
+		b = append(b, h.Name...)
+		b = append(b, ": "...)
+		b = append(b, h.Value...)
+		b = append(b, "\r\n"...)
+	}
+	return b
+}
+
+func hopByHop(name []byte, upgrade bool) bool {
+	switch len(name) {
+	case 10:
+		return h1.EqualFold(name, "connection") || h1.EqualFold(name, "keep-alive")
+	case 17:
+		return h1.EqualFold(name, "transfer-encoding")
+	case 16:
+		return h1.EqualFold(name, "proxy-connection")
+	case 7:
+		return !upgrade && h1.EqualFold(name, "upgrade")
+	case 2:
+		return h1.EqualFold(name, "te")
+	}
+	return false
+}
+
+// listedInConnection: headers the Connection header names are hop-by-hop.
+func listedInConnection(m *h1.Message, name []byte) bool {
+	for _, h := range m.Headers {
+		if !h1.EqualFold(h.Name, "connection") {
+			continue
+		}
+		for tok := range h1.Tokens(h.Value) {
+			if len(tok) == len(name) && equalFoldBytes(tok, name) &&
+				!h1.EqualFold(tok, "close") && !h1.EqualFold(tok, "keep-alive") && !h1.EqualFold(tok, "upgrade") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func equalFoldBytes(a, b []byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		x, y := a[i]|0x20, b[i]|0x20
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// responseRules applies the backend's, then the frontend's, http_response
+// rules, and inserts the persistence cookie.
+func (s *httpSession) responseRules(be *backend.Backend, hb *hcl.HTTP, cookieSrv, srvName string) {
+	x := s.x
+	r := &x.resp
+	lists := [2][]hcl.Rule{hb.Response, s.f.Config.HTTP.Response}
+	if be.Name == s.f.Name {
+		lists[0] = nil
+	}
+	for _, list := range lists {
+	rules:
+		for i := range list {
+			rl := &list[i]
+			if !rules.Match(rl.Cond, &x.rq) {
+				continue
+			}
+			switch rl.Action {
+			case "allow":
+				break rules
+			case "set_header":
+				rules.SetHeader(r, rl.Name, rules.Bytes(rl.Value))
+			case "add_header":
+				r.Headers = append(r.Headers, h1.Header{Name: rules.Bytes(rl.Name), Value: rules.Bytes(rl.Value)})
+			case "del_header":
+				rules.DelHeader(r, rl.Name)
+			}
+		}
+	}
+	if c := hb.Cookie; c != nil && c.Insert && cookieSrv != srvName {
+		v := append(x.target[:0], c.Name...)
+		v = append(append(v, '='), srvName...)
+		v = append(v, "; path=/"...)
+		if c.MaxAge > 0 {
+			v = strconv.AppendInt(append(v, "; Max-Age="...), int64(c.MaxAge), 10)
+		}
+		if c.HTTPOnly {
+			v = append(v, "; HttpOnly"...)
+		}
+		if c.Secure {
+			v = append(v, "; Secure"...)
+		}
+		x.target = v
+		r.Headers = append(r.Headers, h1.Header{Name: setCookie, Value: v})
+		if c.NoCache {
+			r.Headers = append(r.Headers, h1.Header{Name: cacheControl, Value: private})
+		}
+		x.e.Cookie[1] = 'I'
+	}
+}
+
+var (
+	setCookie      = []byte("set-cookie")
+	cacheControl   = []byte("cache-control")
+	private        = []byte("private")
+	gzipToken      = []byte("gzip")
+	varyName       = []byte("vary")
+	acceptEncoding = []byte("Accept-Encoding")
+)
+
+// tunnel switches to a byte tunnel after 101 Switching Protocols.
+func (s *httpSession) tunnel(be *backend.Backend, sc *backend.Conn) bool {
+	x := s.x
+	out := x.out
+	out.Write(s.appendResponseHead(out.AvailableBuffer(), be, false, true))
+	out.Write(x.srv.Buffered())
+	x.srv.Discard(len(x.srv.Buffered()))
+	if err := out.Flush(); err != nil {
+		sc.Close()
+		s.clientAbort(err, 'D')
+		s.log()
+		return false
+	}
+	if p := s.in.Buffered(); len(p) > 0 {
+		sc.Write(p)
+		s.in.Discard(len(p))
+	}
+	var tn tunnel
+	ct, bt := s.f.Config.Timeouts, be.Config.Timeouts
+	tn.t = tunnelTimeouts{client: ct.Client, server: bt.Server, clientFin: ct.ClientFin, serverFin: bt.ServerFin}
+	if ct.Tunnel > 0 || bt.Tunnel > 0 {
+		tun := max(ct.Tunnel, bt.Tunnel)
+		tn.t.client, tn.t.server = tun, tun
+	}
+	tn.client, tn.server = s.c, sc.TCPConn
+	s.c.SetDeadline(time.Time{})
+	sc.SetDeadline(time.Time{})
+	done := make(chan struct{})
+	tn.start(func() { close(done) })
+	<-done
+	in, outBytes, term := tn.result()
+	x.e.Bytes += outBytes
+	x.e.Term = term
+	x.e.Status = 101
+	s.f.Stats.BytesIn.Add(in)
+	s.f.Stats.BytesOut.Add(outBytes)
+	s.f.Stats.Response(101)
+	sc.Close()
+	x.e.Ta = logging.Elapsed(x.e.Accept)
+	s.log()
+	return false
+}
