@@ -14,15 +14,11 @@ all: build
 build:
 	$(GOBUILD) -o bin/sluice ./cmd/sluice
 
-bin/demo-backends: examples/demo-backends/main.go
-	$(GOBUILD) -o $@ ./examples/demo-backends
-
-# Build, start the demo servers, and run sluice on the quickstart in the
-# foreground (Ctrl-C stops both).
-run: build bin/demo-backends
-	@bin/demo-backends 127.0.0.1:9001 127.0.0.1:9002 & demo=$$!; \
-	trap 'kill $$demo 2>/dev/null' EXIT INT TERM; \
-	bin/sluice run -f examples/quickstart.hcl
+# Build and run sluice on the quickstart in the foreground (Ctrl-C stops
+# it): an HTTP balancer on 127.0.0.1:8080 whose two demo servers are
+# listen sections of the same file. Then: curl localhost:8080, twice.
+run: build
+	bin/sluice run --no-master -f examples/quickstart.hcl
 
 # Every test: tools, static build check, vet, unit and end-to-end tests.
 test: test-deps build check-static vet

@@ -244,6 +244,7 @@ func (s *httpSession) readRequest() bool {
 		return true
 	}
 	got := len(s.in.Buffered()) > 0
+	x.e.Request = badRequest
 	var perr *h1.Error
 	switch {
 	case errors.As(err, &perr):
@@ -1089,6 +1090,7 @@ func (s *httpSession) responseRules(be *backend.Backend, hb *hcl.HTTP, cookieSrv
 }
 
 var (
+	badRequest     = []byte("<BADREQ>")
 	setCookie      = []byte("set-cookie")
 	cacheControl   = []byte("cache-control")
 	private        = []byte("private")
