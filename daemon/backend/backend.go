@@ -247,6 +247,9 @@ type Conn struct {
 	Reused    bool
 	idleSince time.Time
 	raw       syscall.RawConn // for the liveness peek of idle connections
+	peekFn    func(fd uintptr) bool
+	peekBuf   [1]byte
+	quiet     bool
 	release   func()
 	backend   *Backend
 }

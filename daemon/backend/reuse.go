@@ -5,7 +5,7 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"sluice/daemon/sock"
 )
 
 // IdleTimeout is how long an idle server connection is kept for reuse
@@ -95,14 +95,19 @@ func (c *Conn) alive() bool {
 		}
 		c.raw = rc
 	}
-	ok := false
-	var buf [1]byte
-	err := c.raw.Read(func(fd uintptr) bool {
-		n, _, err := unix.Recvfrom(int(fd), buf[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		ok = n < 0 && (err == syscall.EAGAIN || err == syscall.EWOULDBLOCK)
-		return true
-	})
-	return err == nil && ok
+	if c.peekFn == nil {
+		c.peekFn = c.peek
+	}
+	c.quiet = false
+	err := c.raw.Read(c.peekFn)
+	return err == nil && c.quiet
+}
+
+// peek runs inside RawConn.Read: it notes whether nothing is queued.
+func (c *Conn) peek(fd uintptr) bool {
+	_, err := sock.Peek(fd, &c.peekBuf)
+	c.quiet = err == syscall.EAGAIN
+	return true
 }
 
 // purge closes connections idle for longer than IdleTimeout.

@@ -22,6 +22,7 @@ import (
 	"sluice/daemon/logging"
 	"sluice/daemon/proxyproto"
 	"sluice/daemon/rules"
+	"sluice/daemon/sock"
 	"sluice/hcl"
 )
 
@@ -61,7 +62,7 @@ type exchange struct {
 	target      []byte    // a rewritten request target
 	capture     [512]byte
 	caps        [2][8][]byte
-	gz          *gzipWriter
+	cw, rcw     h1.ChunkWriter // request and response chunk framing
 }
 
 const bufSize = 16 * 1024
@@ -184,7 +185,7 @@ func (s *httpSession) release() {
 
 // wait runs inside RawConn.Read: false (park) while nothing has arrived.
 func (s *httpSession) wait(fd uintptr) bool {
-	n, _, err := unix.Recvfrom(int(fd), s.peek[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	n, err := sock.Peek(fd, &s.peek)
 	switch {
 	case err == unix.EAGAIN || err == unix.EINTR:
 		return false
@@ -697,10 +698,10 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 		s.c.SetReadDeadline(time.Time{})
 		sc.SetWriteDeadline(time.Time{})
 		var dst io.Writer = w
-		var cw h1.ChunkWriter
+		cw := &x.cw
 		if body.Chunked {
 			cw.W = w
-			dst = &cw
+			dst = cw
 		}
 		n, err := h1.Copy(dst, &s.in, body, ct.Client)
 		f.Stats.BytesIn.Add(n)
@@ -814,10 +815,10 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 	head := s.appendResponseHead(out.AvailableBuffer(), be, outChunked, clientKeep)
 	out.Write(head)
 	var dst io.Writer = out
-	var cw h1.ChunkWriter
+	cw := &x.rcw
 	if outChunked {
 		cw.W = out
-		dst = &cw
+		dst = cw
 	}
 	var zw *gzipWriter
 	if gz {

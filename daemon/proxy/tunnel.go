@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"sluice/daemon/sock"
 )
 
 // Tunnel timeouts; zero means none.
@@ -87,7 +89,7 @@ func (p *pump) init(src, dst *net.TCPConn, side byte) {
 // wait runs inside RawConn.Read: it returns false (park until readable)
 // while nothing is queued, and true once there are bytes or an EOF.
 func (p *pump) wait(fd uintptr) bool {
-	n, _, err := unix.Recvfrom(int(fd), p.peek[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+	n, err := sock.Peek(fd, &p.peek)
 	switch {
 	case err == unix.EAGAIN || err == unix.EINTR:
 		return false
