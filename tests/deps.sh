@@ -2,7 +2,7 @@
 # Installs the tools the test suites use, on Debian, when run as root.
 # Elsewhere it names what is missing; under CI=true a missing tool fails.
 set -euo pipefail
-need=(file:file strace:strace systemd-analyze:systemd prlimit:util-linux chromium:chromium lintian:lintian rpm:rpm debootstrap:debootstrap systemd-nspawn:systemd-container rpmlint:rpmlint)
+need=(file:file nginx:nginx strace:strace systemd-analyze:systemd prlimit:util-linux chromium:chromium lintian:lintian rpm:rpm debootstrap:debootstrap systemd-nspawn:systemd-container rpmlint:rpmlint)
 missing=()
 for pair in "${need[@]}"; do
   cmd=${pair%%:*} pkg=${pair##*:}
