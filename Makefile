@@ -7,7 +7,7 @@ DATE ?= $(shell date -u -d @$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/
 LDFLAGS := -s -w -X sluice/version.Version=$(VERSION) -X sluice/version.Commit=$(COMMIT) -X sluice/version.Date=$(DATE)
 GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -tags netgo,osusergo -ldflags "$(LDFLAGS)"
 
-.PHONY: all build run test test-deps check-static vet unit e2e bench-tcp packages clean
+.PHONY: all build run test test-deps check-static vet unit e2e bench-tcp bench-http packages clean
 
 all: build
 
@@ -45,6 +45,11 @@ e2e: build
 # Throughput and connection rate through sluice, HAProxy and direct (not in make test).
 bench-tcp: build
 	$(GO) run ./tests/bench/tcp -sluice bin/sluice
+
+# Requests per second and p99 with wrk through sluice, HAProxy and direct
+# to nginx (not in make test; needs haproxy, nginx and wrk).
+bench-http: build
+	$(GO) run ./tests/bench/http -sluice bin/sluice
 
 # .deb and .rpm for amd64 and arm64 (nfpm, pinned as a Go tool in go.mod).
 # Reproducible: the same commit and SOURCE_DATE_EPOCH give the same bytes.

@@ -584,7 +584,10 @@ func (s *httpSession) forward(be *backend.Backend) bool {
 	case "always":
 		reuse.Idle = true
 	case "safe":
-		reuse.Idle = s.requests > 0
+		// A session's first request takes an idle connection only when
+		// it can be sent again should the server have closed that
+		// connection meanwhile: a bodiless GET, HEAD or OPTIONS.
+		reuse.Idle = s.requests > 0 || (h1.RequestBody(m).Empty() && idempotent(m.Method))
 	}
 	for attempt := 0; ; attempt++ {
 		sc, cerr := be.ConnectKey(context.Background(), key, reuse)
@@ -608,6 +611,14 @@ func (s *httpSession) forward(be *backend.Backend) bool {
 		// A reused connection the server had closed: once more on a new one.
 		reuse.Idle = false
 	}
+}
+
+func idempotent(method []byte) bool {
+	switch string(method) {
+	case "GET", "HEAD", "OPTIONS":
+		return true
+	}
+	return false
 }
 
 // requestKey hashes the part of the request the algorithm names.

@@ -1,0 +1,250 @@
+// Command http benchmarks sluice against HAProxy (Debian's package) in
+// HTTP mode, and against nginx directly, in one run, with wrk: keep-alive
+// requests for a small response, keep-alive requests for 64 KB, and a new
+// connection per request. Each proxy runs with one thread pinned to CPU 0;
+// nginx and wrk share CPU 1.
+//
+//	go run ./tests/bench/http -sluice bin/sluice
+package main
+
+import (
+	"crypto/rand"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"time"
+)
+
+var (
+	sluiceBin = flag.String("sluice", "bin/sluice", "sluice binary")
+	haproxy   = flag.String("haproxy", "/usr/sbin/haproxy", "haproxy binary")
+	nginxBin  = flag.String("nginx", "/usr/sbin/nginx", "nginx binary")
+	duration  = flag.Duration("d", 5*time.Second, "length of each wrk run")
+	conns     = flag.Int("c", 50, "wrk connections")
+)
+
+type run struct{ name, path, header string }
+
+var runs = []run{
+	{"keep-alive, small", "/small.txt", ""},
+	{"keep-alive, 64 KB", "/64k.bin", ""},
+	{"new connection", "/small.txt", "Connection: close"},
+}
+
+type figure struct{ rps, p99ms float64 }
+
+func main() {
+	flag.Parse()
+	dir, _ := os.MkdirTemp("", "bench-http")
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755)
+	os.WriteFile(filepath.Join(dir, "small.txt"), []byte("hello, world\n"), 0o644)
+	big := make([]byte, 64<<10)
+	rand.Read(big)
+	os.WriteFile(filepath.Join(dir, "64k.bin"), big, 0o644)
+
+	origin := freeAddr()
+	ng := startNginx(dir, origin)
+	defer stop(ng)
+	waitListening(origin)
+
+	results := map[string][]figure{}
+	order := []string{"nginx"}
+	results["nginx"] = measure(origin)
+	for _, p := range []struct {
+		name  string
+		start func(dir, origin string) (*exec.Cmd, string)
+	}{{"sluice", startSluice}, {"haproxy", startHAProxy}} {
+		cmd, front := p.start(dir, origin)
+		if cmd == nil {
+			continue
+		}
+		waitListening(front)
+		results[p.name] = measure(front)
+		stop(cmd)
+		order = append(order, p.name)
+	}
+	fmt.Printf("\n%-20s", "")
+	for _, name := range order {
+		fmt.Printf(" %22s", name+" req/s (p99)")
+	}
+	fmt.Println()
+	for i, r := range runs {
+		fmt.Printf("%-20s", r.name)
+		for _, name := range order {
+			f := results[name][i]
+			fmt.Printf(" %13.0f (%5.2fms)", f.rps, f.p99ms)
+		}
+		fmt.Println()
+	}
+	if s, h := results["sluice"], results["haproxy"]; s != nil && h != nil {
+		fmt.Println()
+		for i, r := range runs {
+			fmt.Printf("sluice/haproxy %-20s req/s %.2fx, p99 %.2fms vs %.2fms\n", r.name+":", s[i].rps/h[i].rps, s[i].p99ms, h[i].p99ms)
+		}
+	}
+}
+
+// measure runs wrk for each shape against addr.
+func measure(addr string) []figure {
+	var out []figure
+	for _, r := range runs {
+		args := []string{"-c", "1", "wrk", "-t1", "-c" + strconv.Itoa(*conns), "-d" + duration.String(), "--latency"}
+		if r.header != "" {
+			args = append(args, "-H", r.header)
+		}
+		args = append(args, "http://"+addr+r.path)
+		b, err := exec.Command("taskset", args...).CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "wrk: %v\n%s", err, b)
+			os.Exit(1)
+		}
+		out = append(out, parseWrk(string(b)))
+		if m := regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)|Socket errors: .*`).FindString(string(b)); m != "" {
+			fmt.Fprintf(os.Stderr, "%s %s: %s\n", addr, r.name, m)
+		}
+	}
+	return out
+}
+
+func parseWrk(s string) figure {
+	var f figure
+	if m := regexp.MustCompile(`Requests/sec:\s+([\d.]+)`).FindStringSubmatch(s); m != nil {
+		f.rps, _ = strconv.ParseFloat(m[1], 64)
+	}
+	if m := regexp.MustCompile(`\s99%\s+([\d.]+)(us|ms|s)`).FindStringSubmatch(s); m != nil {
+		v, _ := strconv.ParseFloat(m[1], 64)
+		switch m[2] {
+		case "us":
+			v /= 1000
+		case "s":
+			v *= 1000
+		}
+		f.p99ms = v
+	}
+	return f
+}
+
+func startNginx(dir, addr string) *exec.Cmd {
+	conf := filepath.Join(dir, "nginx.conf")
+	os.WriteFile(conf, fmt.Appendf(nil, `
+daemon off;
+master_process off;
+worker_rlimit_nofile 20000;
+user root;
+pid %[1]s/nginx.pid;
+error_log stderr error;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path %[1]s/body;
+  proxy_temp_path %[1]s/proxy;
+  fastcgi_temp_path %[1]s/fastcgi;
+  uwsgi_temp_path %[1]s/uwsgi;
+  scgi_temp_path %[1]s/scgi;
+  server {
+    listen %[2]s backlog=4096;
+    root %[1]s;
+  }
+}
+`, dir, addr), 0o644)
+	return start("taskset", "-c", "1", *nginxBin, "-c", conf, "-p", dir)
+}
+
+func startSluice(dir, origin string) (*exec.Cmd, string) {
+	front := freeAddr()
+	cfg := fmt.Sprintf(`
+global {
+  maxconn = 5000
+  threads = 1
+  cpus    = "0"
+}
+defaults {
+  mode = "http"
+  timeout {
+    connect = "5s"
+    client  = "60s"
+    server  = "60s"
+  }
+}
+listen "bench" {
+  bind    = ["%s"]
+  backlog = 4096
+  server "nginx" { address = "%s" }
+}
+`, front, origin)
+	path := filepath.Join(dir, "sluice.hcl")
+	os.WriteFile(path, []byte(cfg), 0o644)
+	return start(*sluiceBin, "run", "--no-master", "-f", path), front
+}
+
+func startHAProxy(dir, origin string) (*exec.Cmd, string) {
+	if _, err := os.Stat(*haproxy); err != nil {
+		fmt.Fprintln(os.Stderr, "haproxy not installed (apt-get install haproxy): skipping it")
+		return nil, ""
+	}
+	front := freeAddr()
+	cfg := fmt.Sprintf(`
+global
+  maxconn 5000
+  nbthread 1
+  cpu-map 1/1 0
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+listen bench
+  bind %s backlog 4096
+  server nginx %s
+`, front, origin)
+	path := filepath.Join(dir, "haproxy.cfg")
+	os.WriteFile(path, []byte(cfg), 0o644)
+	return start(*haproxy, "-f", path), front
+}
+
+func start(name string, args ...string) *exec.Cmd {
+	cmd := exec.Command(name, args...)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	return cmd
+}
+
+func stop(cmd *exec.Cmd) {
+	cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		cmd.Process.Kill()
+		<-done
+	}
+}
+
+func freeAddr() string {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func waitListening(addr string) {
+	for range 100 {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	fmt.Fprintln(os.Stderr, "nothing listens on", addr)
+	os.Exit(1)
+}
