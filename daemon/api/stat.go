@@ -12,6 +12,8 @@ import (
 	"sluice/daemon/backend"
 	"sluice/daemon/engine"
 	"sluice/daemon/server"
+	"sluice/daemon/stats"
+	"sluice/hcl"
 	"sluice/version"
 )
 
@@ -46,6 +48,7 @@ func statRows(e *engine.Engine) []row {
 			"rate": n(st.SessRate.PerSecond()), "rate_max": n(st.SessRate.Max()), "rate_lim": "0",
 			"conn_rate": n(st.SessRate.PerSecond()), "conn_rate_max": n(st.SessRate.Max()),
 		})
+		httpFields(rows[len(rows)-1], st, f.Config.Mode)
 	}
 	for _, b := range e.Backends {
 		iid++
@@ -77,6 +80,7 @@ func serverRows(b *backend.Backend, iid int, pid string) []row {
 		if m := s.MaxConn(); m > 0 {
 			r["slim"] = strconv.Itoa(m)
 		}
+		httpFields(r, st, b.Config.Mode)
 		if s.Checked {
 			r["chkfail"], r["chkdown"] = n(s.ChecksFailed.Load()), n(s.Downs.Load())
 			r["downtime"] = n(int64(s.Downtime().Seconds()))
@@ -105,6 +109,8 @@ func checkDesc(c *server.CheckStatus) string {
 		return "Layer7 check passed"
 	case "L7TOUT":
 		return "Layer7 timeout"
+	case "L7STS":
+		return "Layer7 wrong status"
 	}
 	return "Layer7 invalid response"
 }
@@ -122,7 +128,7 @@ func backendRow(b *backend.Backend, iid int, pid string) row {
 	if active+backup == 0 {
 		status = "DOWN"
 	}
-	return row{
+	r := row{
 		"pxname": b.Name, "svname": "BACKEND", "qcur": n(b.QueueLen()), "qmax": n(st.QueueMax.Load()),
 		"scur": n(st.Cur.Load()), "smax": n(st.Max.Load()), "stot": n(st.Total.Load()), "bin": n(st.BytesIn.Load()),
 		"bout": n(st.BytesOut.Load()), "dreq": "0", "dresp": "0", "econ": n(st.ConnErrors.Load()), "eresp": n(st.ServerAborts.Load()),
@@ -133,6 +139,25 @@ func backendRow(b *backend.Backend, iid int, pid string) row {
 		"rate": n(st.SessRate.PerSecond()), "rate_max": n(st.SessRate.Max()),
 		"qtime": n(st.QTime.Value()), "ctime": n(st.CTime.Value()), "rtime": "0", "ttime": n(st.TTime.Value()),
 	}
+	httpFields(r, st, b.Config.Mode)
+	if b.Config.Mode == hcl.ModeHTTP {
+		r["idle_conn_cur"] = strconv.Itoa(b.IdleConns())
+	}
+	return r
+}
+
+// httpFields fills the HTTP columns of a row in mode "http": responses by
+// class, requests, bad responses, compressed responses.
+func httpFields(r row, st *stats.Counters, mode hcl.Mode) {
+	if mode != hcl.ModeHTTP {
+		return
+	}
+	for i, f := range []string{"hrsp_1xx", "hrsp_2xx", "hrsp_3xx", "hrsp_4xx", "hrsp_5xx", "hrsp_other"} {
+		r[f] = n(st.Responses[i].Load())
+	}
+	r["req_tot"] = n(st.Requests.Load())
+	r["eresp"] = n(st.ServerAborts.Load() + st.RespErrors.Load())
+	r["comp_rsp"] = n(st.Compressed.Load())
 }
 
 // writeStatCSV writes the header and rows the way HAProxy does: "# " and a

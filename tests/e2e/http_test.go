@@ -747,7 +747,11 @@ func TestHTTPServerErrors(t *testing.T) {
 	port := freePort(t)
 	dir := t.TempDir()
 	os.WriteFile(dir+"/503.html", []byte("<h1>We are down</h1>\n"), 0o644)
+	admin := controlPath(t)
 	d := startSluice(t, fmt.Sprintf(httpDefaults+`
+global {
+  admin_socket "%s" {}
+}
 frontend "fe" {
   bind = ["127.0.0.1:%d"]
   error_page {
@@ -768,7 +772,7 @@ backend "silent" {
 backend "none" {
   server "s" { address = "127.0.0.1:1" }
 }
-`, port, dir, garbage.addr, silent.addr))
+`, admin, port, dir, garbage.addr, silent.addr))
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	resp, _ := fetch(t, base+"/garbage")
 	if resp.StatusCode != 502 {
@@ -785,6 +789,14 @@ backend "none" {
 	d.waitLog(`fe garbage/s .* 502 \d+ - - PH-- .*"GET /garbage HTTP/1.1"`, 2*time.Second)
 	d.waitLog(`fe none/s .* 503 \d+ - - SC-- .*"GET /none HTTP/1.1"`, 2*time.Second)
 	d.waitLog(`fe silent/s \d+/0/\d+/-1/\d+ 504 \d+ - - sH-- .*"GET /silent HTTP/1.1"`, 2*time.Second)
+	st := stat(t, admin)
+	fe, garb := st["fe/FRONTEND"], st["garbage/BACKEND"]
+	if fe["req_tot"] != "3" || fe["hrsp_5xx"] != "3" || fe["hrsp_2xx"] != "0" || fe["mode"] != "http" {
+		t.Errorf("frontend HTTP counters: req_tot %s hrsp_5xx %s hrsp_2xx %s", fe["req_tot"], fe["hrsp_5xx"], fe["hrsp_2xx"])
+	}
+	if garb["eresp"] != "1" || st["garbage/s"]["eresp"] != "1" {
+		t.Errorf("bad response not counted in eresp: %s %s", garb["eresp"], st["garbage/s"]["eresp"])
+	}
 }
 
 func mustURL(s string) *neturl.URL {
