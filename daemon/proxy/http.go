@@ -811,7 +811,9 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 	s.responseRules(be, hb, cookieSrv, srv.Name)
 	rbody := h1.ResponseBody(resp, m.Method)
 	gz := s.compressible(be, rbody)
-	clientKeep := s.keepAlive() && !rbody.UntilClose && !resp.Close && sent
+	// The request body was read whole (sent), so only the client's and
+	// the server's wishes and a stop under way decide.
+	clientKeep := sent && !m.Close && f.ctx.Err() == nil && !rbody.UntilClose && !resp.Close
 	outChunked := rbody.Chunked || gz
 	if outChunked && m.Minor == 0 {
 		outChunked, clientKeep = false, false

@@ -1,0 +1,153 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestHTTPHashBalancing: uri, url_param and hdr hashing send the same key
+// to the same server, and spread different keys.
+func TestHTTPHashBalancing(t *testing.T) {
+	t.Parallel()
+	a, b, c := newWebServer(t, "a"), newWebServer(t, "b"), newWebServer(t, "c")
+	servers := fmt.Sprintf(`
+  server "a" { address = "%s" }
+  server "b" { address = "%s" }
+  server "c" { address = "%s" }`, a.addr, b.addr, c.addr)
+	ports := map[string]int{"uri": freePort(t), "url_param(user)": freePort(t), "hdr(X-Tenant)": freePort(t)}
+	cfg := httpDefaults
+	for algo, port := range ports {
+		cfg += fmt.Sprintf(`
+listen "%s" {
+  bind      = ["127.0.0.1:%d"]
+  balance   = "%s"
+  hash_type = "consistent"
+%s
+}
+`, strings.NewReplacer("(", "_", ")", "").Replace(algo), port, algo, servers)
+	}
+	startSluice(t, cfg)
+	for algo, port := range ports {
+		base := fmt.Sprintf("http://127.0.0.1:%d", port)
+		spread := map[string]bool{}
+		for k := range 30 {
+			var first string
+			for range 3 {
+				var resp *http.Response
+				switch algo {
+				case "uri":
+					resp, _ = fetch(t, fmt.Sprintf("%s/item/%d?r=%d", base, k, time.Now().UnixNano()))
+				case "url_param(user)":
+					resp, _ = fetch(t, fmt.Sprintf("%s/x?other=1&user=u%d", base, k))
+				default:
+					resp, _ = fetch(t, base+"/", "X-Tenant", fmt.Sprintf("t%d", k))
+				}
+				s := resp.Header.Get("X-Server")
+				if first == "" {
+					first = s
+				} else if s != first {
+					t.Errorf("%s: key %d went to %s then %s", algo, k, first, s)
+				}
+			}
+			spread[first] = true
+		}
+		if len(spread) != 3 {
+			t.Errorf("%s: 30 keys reached only %v", algo, spread)
+		}
+		// Without the key: round robin.
+		if algo != "uri" {
+			seen := map[string]bool{}
+			for range 6 {
+				resp, _ := fetch(t, base+"/nokey")
+				seen[resp.Header.Get("X-Server")] = true
+			}
+			if len(seen) != 3 {
+				t.Errorf("%s without key: %v, want round robin over all", algo, seen)
+			}
+		}
+	}
+}
+
+// TestHTTPExpectContinue: a client that waits for 100 Continue gets it
+// from the server through sluice, then its body goes through; a server
+// that refuses early answers without reading the body.
+func TestHTTPExpectContinue(t *testing.T) {
+	t.Parallel()
+	web := newWebServer(t, "web")
+	web.handler = func(rw http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/refuse" {
+			http.Error(rw, "too big", 413)
+			return
+		}
+		b, _ := io.ReadAll(r.Body) // net/http sends 100 Continue on the first read
+		fmt.Fprintf(rw, "got %d bytes", len(b))
+	}
+	port := freePort(t)
+	startSluice(t, fmt.Sprintf(httpDefaults+`
+listen "fe" {
+  bind = ["127.0.0.1:%d"]
+  server "s" { address = "%s" }
+}
+`, port, web.addr))
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	fmt.Fprint(c, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	line, err := r.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "HTTP/1.1 100 ") {
+		t.Fatalf("interim response: %q %v", line, err)
+	}
+	r.ReadString('\n') // the empty line ending the 100 head
+	fmt.Fprint(c, "hello")
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(body) != "got 5 bytes" || resp.Close {
+		t.Errorf("final response %d %q (close %v: a request whose body was read keeps the connection)", resp.StatusCode, body, resp.Close)
+	}
+	fmt.Fprint(c, "POST /refuse HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n")
+	resp, err = http.ReadResponse(r, nil)
+	if err != nil || resp.StatusCode != 413 || !resp.Close {
+		t.Errorf("early refusal: %v %v (it must close: the body was never read)", resp, err)
+	}
+}
+
+// TestHTTPForwardedAndCaptures: RFC 7239 Forwarded reaches the server,
+// and captured headers appear in the log.
+func TestHTTPForwardedAndCaptures(t *testing.T) {
+	t.Parallel()
+	web := newWebServer(t, "web")
+	port := freePort(t)
+	d := startSluice(t, fmt.Sprintf(httpDefaults+`
+frontend "fe" {
+  bind      = ["127.0.0.1:%d"]
+  forwarded = true
+  capture "request" {
+    header = "User-Agent"
+    len    = 8
+  }
+  capture "response" { header = "X-Server" }
+  default_backend = "be"
+}
+backend "be" {
+  server "s" { address = "%s" }
+}
+`, port, web.addr))
+	fetch(t, fmt.Sprintf("http://127.0.0.1:%d/f", port), "Host", "shop.example.com", "User-Agent", "curl/8.0.1-long")
+	if got := web.last().Header.Get("Forwarded"); got != `for=127.0.0.1;host="shop.example.com";proto=http` {
+		t.Errorf("Forwarded: %q", got)
+	}
+	d.waitLog(`fe be/s .* 200 \d+ - - ---- .* \{curl/8\.0\} \{web\} "GET /f HTTP/1.1"`, 2*time.Second)
+}
