@@ -12,6 +12,10 @@ import (
 // (HAProxy's pool-purge-delay).
 const IdleTimeout = 5 * time.Second
 
+// peekAfter is the idle time past which a connection is checked for a
+// close by the server before reuse.
+const peekAfter = 250 * time.Millisecond
+
 // maxIdle caps the idle connections kept per server.
 const maxIdle = 1024
 
@@ -65,7 +69,11 @@ func (l *idleList) take() *Conn {
 		l.conns[n-1] = nil
 		l.conns = l.conns[:n-1]
 		l.mu.Unlock()
-		if time.Since(c.idleSince) < IdleTimeout && c.alive() {
+		// A server seldom closes a connection within moments of
+		// answering on it; past that, look before using it. A request
+		// that finds it closed all the same is sent again when it can be
+		// (see the HTTP session).
+		if idle := time.Since(c.idleSince); idle < peekAfter || (idle < IdleTimeout && c.alive()) {
 			return c
 		}
 		c.discard()

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Reader is a connection with a read buffer. Heads are parsed in the
@@ -43,6 +45,16 @@ func (r *Reader) Fill() (int, error) {
 	r.w += n
 	if n > 0 {
 		err = nil
+	}
+	return n, err
+}
+
+// ReadFD reads from the socket fd into the buffer with one read(2), for
+// callers that wait for readability themselves (syscall.RawConn).
+func (r *Reader) ReadFD(fd uintptr) (int, error) {
+	n, err := unix.Read(int(fd), r.Buf[r.w:])
+	if n > 0 {
+		r.w += n
 	}
 	return n, err
 }

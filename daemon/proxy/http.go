@@ -22,7 +22,6 @@ import (
 	"sluice/daemon/logging"
 	"sluice/daemon/proxyproto"
 	"sluice/daemon/rules"
-	"sluice/daemon/sock"
 	"sluice/hcl"
 )
 
@@ -44,7 +43,6 @@ type httpSession struct {
 	own         *backend.Conn // parked server connection (http_reuse "never")
 	requests    int
 	accept      time.Time
-	peek        [1]byte
 	readable    func(fd uintptr) bool
 	waitEOF     bool
 	waitErr     error
@@ -74,7 +72,7 @@ var exchanges = sync.Pool{New: func() any {
 	}
 	x.req.Headers = make([]h1.Header, 0, 128)
 	x.resp.Headers = make([]h1.Header, 0, 128)
-	x.srv.Buf = make([]byte, bufSize)
+	x.srv.Buf = make([]byte, 64*1024)
 	return x
 }}
 
@@ -183,14 +181,22 @@ func (s *httpSession) release() {
 	s.in.Release(putBuf)
 }
 
-// wait runs inside RawConn.Read: false (park) while nothing has arrived.
+// wait runs inside RawConn.Read while the connection is idle: it reads
+// what has arrived into a buffer taken for the purpose, or, when nothing
+// has, gives the buffer back and returns false to park until readable.
+// One read per wake-up, as a plain Read would, but no buffer held while
+// parked.
 func (s *httpSession) wait(fd uintptr) bool {
-	n, err := sock.Peek(fd, &s.peek)
+	if s.in.Buf == nil {
+		s.in.Buf = getBuf(s.f.Config.HTTP.MaxHeaderSize + 1024)
+	}
+	n, err := s.in.ReadFD(fd)
 	switch {
 	case err == unix.EAGAIN || err == unix.EINTR:
+		s.in.Release(putBuf)
 		return false
 	case err != nil:
-		s.waitErr = os.NewSyscallError("recvfrom", err)
+		s.waitErr = os.NewSyscallError("read", err)
 	case n == 0:
 		s.waitEOF = true
 	}

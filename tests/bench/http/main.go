@@ -26,6 +26,7 @@ var (
 	nginxBin  = flag.String("nginx", "/usr/sbin/nginx", "nginx binary")
 	duration  = flag.Duration("d", 5*time.Second, "length of each wrk run")
 	conns     = flag.Int("c", 50, "wrk connections")
+	idleConns = flag.Int("idle", 2000, "idle keep-alive connections for the memory figure")
 )
 
 type run struct{ name, path, header string }
@@ -54,8 +55,9 @@ func main() {
 	waitListening(origin)
 
 	results := map[string][]figure{}
+	idleKB := map[string]float64{}
 	order := []string{"nginx"}
-	results["nginx"] = measure(origin)
+	results["nginx"] = measure("nginx", origin)
 	for _, p := range []struct {
 		name  string
 		start func(dir, origin string) (*exec.Cmd, string)
@@ -65,7 +67,8 @@ func main() {
 			continue
 		}
 		waitListening(front)
-		results[p.name] = measure(front)
+		results[p.name] = measure(p.name, front)
+		idleKB[p.name] = idleMemory(cmd.Process.Pid, front)
 		stop(cmd)
 		order = append(order, p.name)
 	}
@@ -82,16 +85,22 @@ func main() {
 		}
 		fmt.Println()
 	}
+	fmt.Printf("%-20s %22s", "KB per idle conn", "-")
+	for _, name := range order[1:] {
+		fmt.Printf(" %22.2f", idleKB[name])
+	}
+	fmt.Println()
 	if s, h := results["sluice"], results["haproxy"]; s != nil && h != nil {
 		fmt.Println()
 		for i, r := range runs {
 			fmt.Printf("sluice/haproxy %-20s req/s %.2fx, p99 %.2fms vs %.2fms\n", r.name+":", s[i].rps/h[i].rps, s[i].p99ms, h[i].p99ms)
 		}
+		fmt.Printf("sluice/haproxy memory per idle keep-alive connection: %.2f KB vs %.2f KB\n", idleKB["sluice"], idleKB["haproxy"])
 	}
 }
 
 // measure runs wrk for each shape against addr.
-func measure(addr string) []figure {
+func measure(name, addr string) []figure {
 	var out []figure
 	for _, r := range runs {
 		args := []string{"-c", "1", "wrk", "-t1", "-c" + strconv.Itoa(*conns), "-d" + duration.String(), "--latency"}
@@ -106,7 +115,7 @@ func measure(addr string) []figure {
 		}
 		out = append(out, parseWrk(string(b)))
 		if m := regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)|Socket errors: .*`).FindString(string(b)); m != "" {
-			fmt.Fprintf(os.Stderr, "%s %s: %s\n", addr, r.name, m)
+			fmt.Fprintf(os.Stderr, "%s (%s) %s: %s\n", name, addr, r.name, m)
 		}
 	}
 	return out
@@ -247,4 +256,39 @@ func waitListening(addr string) {
 	}
 	fmt.Fprintln(os.Stderr, "nothing listens on", addr)
 	os.Exit(1)
+}
+
+// idleMemory opens keep-alive connections that each made one request and
+// then wait, and returns the proxy's resident memory per connection.
+func idleMemory(pid int, addr string) float64 {
+	before := rssKB(pid)
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	buf := make([]byte, 4096)
+	for range *idleConns {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "idle connections:", err)
+			break
+		}
+		fmt.Fprint(c, "GET /small.txt HTTP/1.1\r\nHost: bench\r\n\r\n")
+		c.Read(buf)
+		held = append(held, c)
+	}
+	time.Sleep(time.Second)
+	return float64(rssKB(pid)-before) / float64(len(held))
+}
+
+func rssKB(pid int) int {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	m := regexp.MustCompile(`VmRSS:\s+(\d+) kB`).FindSubmatch(b)
+	if m == nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(string(m[1]))
+	return n
 }
