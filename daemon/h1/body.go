@@ -23,6 +23,10 @@ type Reader struct {
 // Buffered returns the bytes read but not consumed.
 func (r *Reader) Buffered() []byte { return r.Buf[r.r:r.w] }
 
+// Reset forgets what is buffered, for a buffer moving to another
+// connection.
+func (r *Reader) Reset(c net.Conn) { r.Conn, r.r, r.w = c, 0, 0 }
+
 // Discard consumes n buffered bytes.
 func (r *Reader) Discard(n int) {
 	r.r += n

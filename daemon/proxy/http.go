@@ -171,7 +171,7 @@ func (s *httpSession) release() {
 	x := s.x
 	x.out.Reset(nil)
 	x.srvOut.Reset(nil)
-	x.srv.Conn = nil
+	x.srv.Reset(nil)
 	x.rq = rules.Request{}
 	clear(x.req.Headers[:cap(x.req.Headers)])
 	clear(x.resp.Headers[:cap(x.resp.Headers)])
@@ -762,7 +762,7 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 
 	// The response head, after any interim 1xx responses.
 	rd := &x.srv
-	rd.Conn = sc.TCPConn
+	rd.Reset(sc.TCPConn) // whatever an aborted exchange left is not this server's
 	lim := h1.Limits{MaxHeaderSize: max(f.Config.HTTP.MaxHeaderSize, 15*1024), MaxHeaders: 128}
 	resp := &x.resp
 	for {

@@ -151,3 +151,42 @@ backend "be" {
 	}
 	d.waitLog(`fe be/s .* 200 \d+ - - ---- .* \{curl/8\.0\} \{web\} "GET /f HTTP/1.1"`, 2*time.Second)
 }
+
+// TestHTTPClientAbortLeavesNothingBehind: clients that hang up in the
+// middle of big responses do not leave bytes that a later request would
+// take for its response.
+func TestHTTPClientAbortLeavesNothingBehind(t *testing.T) {
+	t.Parallel()
+	web := newWebServer(t, "web")
+	web.handler = func(rw http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/big" {
+			rw.Header().Set("Content-Length", "1048576")
+			io.Copy(rw, io.LimitReader(&pattern{}, 1<<20))
+			return
+		}
+		io.WriteString(rw, "small")
+	}
+	port := freePort(t)
+	startSluice(t, fmt.Sprintf(httpDefaults+`
+global { threads = 1 }
+listen "fe" {
+  bind = ["127.0.0.1:%d"]
+  server "s" { address = "%s" }
+}
+`, port, web.addr))
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	for i := range 20 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprint(c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+		buf := make([]byte, 70000)
+		io.ReadFull(c, buf) // part of the body, then hang up
+		c.Close()
+		resp, body := fetch(t, "http://"+addr+"/small")
+		if resp.StatusCode != 200 || body != "small" {
+			t.Fatalf("after abort %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+}
