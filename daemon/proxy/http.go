@@ -109,7 +109,7 @@ func (f *Frontend) httpSession(c *net.TCPConn) {
 	// busy ones close after their response, which says so.
 	stop := context.AfterFunc(f.ctx, func() {
 		if s.idle.Load() {
-			c.SetReadDeadline(time.Now())
+			c.SetReadDeadline(time.Now().Add(s.drainGrace()))
 		}
 	})
 	s.serve()
@@ -203,6 +203,27 @@ func (s *httpSession) wait(fd uintptr) bool {
 	return true
 }
 
+// drainGrace is how long an idle keep-alive connection of a stopping
+// generation still waits for a request before it is closed: a client that
+// just got a keep-alive response may be sending its next request, which
+// is then answered with connection: close instead of meeting a closed
+// socket.
+func (s *httpSession) drainGrace() time.Duration {
+	g := time.Second
+	if ka := s.f.Config.Timeouts.HTTPKeepAlive; ka > 0 && ka < g {
+		g = ka
+	}
+	return g
+}
+
+// lastLook reads what has arrived without waiting for more.
+func (s *httpSession) lastLook(fd uintptr) bool {
+	if !s.wait(fd) {
+		s.waitEOF = true // nothing came: close
+	}
+	return true
+}
+
 // readRequest waits for the next request head and parses it. It returns
 // false when the connection is to be closed (answered if need be).
 func (s *httpSession) readRequest() bool {
@@ -224,11 +245,17 @@ func (s *httpSession) readRequest() bool {
 			s.waitEOF, s.waitErr = false, nil
 			s.idle.Store(true)
 			if f.ctx.Err() != nil {
-				return false
+				s.c.SetReadDeadline(time.Now().Add(s.drainGrace()))
 			}
 			err := s.rc.Read(s.readable)
 			s.idle.Store(false)
-			if err != nil || s.waitEOF || s.waitErr != nil {
+			if err != nil && isTimeout(err) && f.ctx.Err() != nil {
+				// Woken by a stop: a request that reached the socket
+				// meanwhile is served (with connection: close), not reset.
+				s.c.SetReadDeadline(time.Time{})
+				err = s.rc.Read(s.lastLook)
+			}
+			if err != nil || s.waitEOF || s.waitErr != nil || len(s.in.Buffered()) == 0 {
 				return false
 			}
 			start = time.Now()

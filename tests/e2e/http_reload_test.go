@@ -27,8 +27,10 @@ listen "fe" {
 
 // TestHTTPReloadKeepAlive reloads ten times under keep-alive clients: no
 // request fails, responses from a draining generation say "connection:
-// close", and idle keep-alive connections are closed at once instead of
-// holding the old generation until hard_stop_after.
+// close", a request sent right after a keep-alive response of a stopping
+// generation is answered rather than met by a closed socket, and idle
+// keep-alive connections are closed within a second instead of holding
+// the old generation until hard_stop_after.
 func TestHTTPReloadKeepAlive(t *testing.T) {
 	t.Parallel()
 	web := newWebServer(t, "web")
@@ -131,6 +133,9 @@ func TestHTTPReloadKeepAlive(t *testing.T) {
 	t.Logf("%d requests answered, %d answered with connection: close, %d resent after an idle close, %d failed", ok.Load(), closes.Load(), retried.Load(), failed.Load())
 	if failed.Load() > 0 {
 		t.Errorf("%d requests failed; first: %v", failed.Load(), *firstErr.Load())
+	}
+	if retried.Load() > 0 {
+		t.Errorf("%d requests met a kept-alive connection closed under them", retried.Load())
 	}
 	if closes.Load() == 0 {
 		t.Error("no response from a draining generation said connection: close")
