@@ -715,6 +715,9 @@ func (d *decoder) backend(s section, def *proxyBlock) *Backend {
 	if be.Mode == ModeHTTP {
 		be.HTTP = d.http(s, def, false)
 		be.Balance, be.HTTP.HashParam = splitBalance(be.Balance)
+		if be.Balance == "hdr" {
+			be.HTTP.HashParam = strings.ToLower(be.HTTP.HashParam)
+		}
 	} else if s.kind == "backend" {
 		d.tcpOnly(s)
 	}

@@ -34,13 +34,14 @@ type HTTP struct {
 	// Backend-only settings.
 	Reuse  string // "safe", "never", "always"
 	Cookie *Cookie
-	// HashParam is the url_param name or the header of hdr(name) balancing.
+	// HashParam is the url_param name or the header (lower case) of
+	// hdr(name) balancing.
 	HashParam string
 }
 
 // Capture is a header logged with its value cut to Len bytes.
 type Capture struct {
-	Name string
+	Name string // lower case
 	Len  int
 }
 
@@ -619,7 +620,7 @@ func (d *decoder) http(s section, def *proxyBlock, frontend bool) *HTTP {
 			h.UseBackends = append(h.UseBackends, UseBackend{Backend: ub.Name, Cond: c, Range: ub.NameRange})
 		}
 		for _, cp := range p.Captures {
-			c := Capture{Name: d.str(cp.Header, "header", ""), Len: d.integer(cp.Len, "len", 64, 1, 4096)}
+			c := Capture{Name: strings.ToLower(d.str(cp.Header, "header", "")), Len: d.integer(cp.Len, "len", 64, 1, 4096)}
 			if !validToken(c.Name) {
 				d.errorf(cp.Header.Range(), "Invalid header name", "capture needs header = a valid header name.")
 			}

@@ -51,6 +51,12 @@ func AppendTCPLog(b []byte, e *TCPEntry) []byte {
 	b = append(b, ' ')
 	b = strconv.AppendInt(b, e.Bytes, 10)
 	b = append(b, ' ', e.Term[0], e.Term[1], ' ')
+	return appendCounts(b, e)
+}
+
+// appendCounts appends "%ac/%fc/%bc/%sc/%rc %sq/%bq", common to tcplog
+// and httplog.
+func appendCounts(b []byte, e *TCPEntry) []byte {
 	b = strconv.AppendInt(b, e.ActConn, 10)
 	b = append(b, '/')
 	b = strconv.AppendInt(b, e.FeConn, 10)

@@ -1,12 +1,14 @@
 package proxy
 
 import (
+	"bytes"
 	"compress/gzip"
 	"io"
 	"sync"
 
 	"sluice/daemon/backend"
 	"sluice/daemon/h1"
+	"sluice/daemon/rules"
 )
 
 // gzipWriter is a pooled gzip stream; fast compression, as HAProxy's
@@ -63,7 +65,7 @@ func (s *httpSession) compressible(be *backend.Backend, body h1.Body) bool {
 		}
 	}
 	for _, t := range c.Types {
-		if equalFoldBytes(ct, []byte(t)) {
+		if bytes.EqualFold(ct, rules.Bytes(t)) {
 			return hasGzip(c.Algorithms)
 		}
 	}
@@ -87,8 +89,8 @@ func acceptsGzip(m *h1.Message) bool {
 		}
 		for tok := range h1.Tokens(h.Value) {
 			coding, params := tok, []byte(nil)
-			if i := indexByte(tok, ';'); i >= 0 {
-				coding, params = trimSpace(tok[:i]), trimSpace(tok[i+1:])
+			if i := bytes.IndexByte(tok, ';'); i >= 0 {
+				coding, params = bytes.TrimSpace(tok[:i]), bytes.TrimSpace(tok[i+1:])
 			}
 			if !h1.EqualFold(coding, "gzip") && string(coding) != "*" {
 				continue
@@ -108,14 +110,4 @@ func acceptsGzip(m *h1.Message) bool {
 		}
 	}
 	return false
-}
-
-func trimSpace(b []byte) []byte {
-	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
-		b = b[1:]
-	}
-	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
-		b = b[:len(b)-1]
-	}
-	return b
 }

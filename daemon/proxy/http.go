@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -425,7 +426,7 @@ func (s *httpSession) captures(side int, caps []hcl.Capture, m *h1.Message) {
 		if i >= len(x.caps[side]) {
 			break
 		}
-		v := m.Get(lower(c.Name))
+		v := m.Get(c.Name)
 		if len(v) > c.Len {
 			v = v[:c.Len]
 		}
@@ -441,21 +442,6 @@ func (s *httpSession) captures(side int, caps []hcl.Capture, m *h1.Message) {
 	} else {
 		x.e.RespCaptures = vals
 	}
-}
-
-func lower(s string) string {
-	for i := range len(s) {
-		if 'A' <= s[i] && s[i] <= 'Z' {
-			b := []byte(s)
-			for j := range b {
-				if 'A' <= b[j] && b[j] <= 'Z' {
-					b[j] += 'a' - 'A'
-				}
-			}
-			return string(b)
-		}
-	}
-	return s
 }
 
 type ruleOutcome int
@@ -665,7 +651,7 @@ func (s *httpSession) requestKey(be *backend.Backend) backend.Key {
 	case "url_param":
 		v, ok = rules.QueryParam(x.rq.Query, be.Config.HTTP.HashParam)
 	case "hdr":
-		v = x.req.Get(lower(be.Config.HTTP.HashParam))
+		v = x.req.Get(be.Config.HTTP.HashParam)
 		ok = v != nil
 	}
 	if !ok {
@@ -683,7 +669,7 @@ func cookieValue(m *h1.Message, name string) ([]byte, bool) {
 		v := h.Value
 		for len(v) > 0 {
 			var kv []byte
-			if i := indexByte(v, ';'); i >= 0 {
+			if i := bytes.IndexByte(v, ';'); i >= 0 {
 				kv, v = v[:i], v[i+1:]
 			} else {
 				kv, v = v, nil
@@ -697,15 +683,6 @@ func cookieValue(m *h1.Message, name string) ([]byte, bool) {
 		}
 	}
 	return nil, false
-}
-
-func indexByte(b []byte, c byte) int {
-	for i, x := range b {
-		if x == c {
-			return i
-		}
-	}
-	return -1
 }
 
 // exchange runs one request over sc. retry asks for another attempt on a
@@ -1064,26 +1041,13 @@ func listedInConnection(m *h1.Message, name []byte) bool {
 			continue
 		}
 		for tok := range h1.Tokens(h.Value) {
-			if len(tok) == len(name) && equalFoldBytes(tok, name) &&
+			if len(tok) == len(name) && bytes.EqualFold(tok, name) &&
 				!h1.EqualFold(tok, "close") && !h1.EqualFold(tok, "keep-alive") && !h1.EqualFold(tok, "upgrade") {
 				return true
 			}
 		}
 	}
 	return false
-}
-
-func equalFoldBytes(a, b []byte) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		x, y := a[i]|0x20, b[i]|0x20
-		if x != y {
-			return false
-		}
-	}
-	return true
 }
 
 // responseRules applies the backend's, then the frontend's, http_response
