@@ -51,11 +51,74 @@ func TestHTTPReloadKeepAlive(t *testing.T) {
 		io.ReadAll(resp.Body)
 	}
 
-	var ok, failed, closes, retried atomic.Int64
-	var firstErr atomic.Pointer[error]
 	stop := make(chan struct{})
+	result := keepAliveLoad(fe, 8, stop)
+	for gen := 2; gen <= 11; gen++ {
+		time.Sleep(150 * time.Millisecond)
+		if out, errOut, code := r.reload(httpConfig(fe, web.addr)); code != 0 {
+			t.Fatalf("reload %d: %s%s", gen, out, errOut)
+		}
+		if gen == 2 {
+			// The idle connection of generation 1 is closed, promptly.
+			idle.SetReadDeadline(time.Now().Add(2 * time.Second))
+			if _, err := idleR.ReadByte(); !errors.Is(err, io.EOF) && !isReset(err) {
+				t.Errorf("idle keep-alive connection after reload: %v, want it closed", err)
+			}
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	res := result()
+	t.Logf("%s", res)
+	if err := res.err(); err != nil {
+		t.Error(err)
+	}
+	if res.closes == 0 {
+		t.Error("no response from a draining generation said connection: close")
+	}
+	if res.ok < 500 {
+		t.Errorf("only %d requests", res.ok)
+	}
+	// Every old generation exits without waiting for hard_stop_after.
+	r.waitLog(`worker exited component=master generation=10 `, 10*time.Second)
+}
+
+func isReset(err error) bool {
+	return err != nil && (strings.Contains(err.Error(), "connection reset") || strings.Contains(err.Error(), "broken pipe"))
+}
+
+// keepAliveResult counts what keep-alive clients saw.
+type keepAliveResult struct {
+	ok, closes, failed, closedUnder int64
+	first                           error
+}
+
+func (r keepAliveResult) String() string {
+	return fmt.Sprintf("%d keep-alive requests answered (%d with connection: close), %d met a connection closed under them, %d failed",
+		r.ok, r.closes, r.closedUnder, r.failed)
+}
+
+// err is non-nil when any request failed or met a kept-alive connection
+// closed under it.
+func (r keepAliveResult) err() error {
+	if r.failed+r.closedUnder == 0 {
+		return nil
+	}
+	return fmt.Errorf("keep-alive clients: %s; first: %v", r, r.first)
+}
+
+// keepAliveLoad runs HTTP/1.1 clients that send request after request on
+// one connection, opening a new one only when a response says
+// connection: close, until stop is closed.
+func keepAliveLoad(addr string, workers int, stop <-chan struct{}) func() keepAliveResult {
+	var ok, failed, closes, closedUnder atomic.Int64
+	var first atomic.Pointer[error]
+	fail := func(counter *atomic.Int64, err error) {
+		counter.Add(1)
+		first.CompareAndSwap(nil, &err)
+	}
 	var wg sync.WaitGroup
-	for w := range 8 {
+	for w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -72,9 +135,10 @@ func TestHTTPReloadKeepAlive(t *testing.T) {
 				}
 				reused := c != nil
 				if c == nil {
-					if c, err = net.DialTimeout("tcp", fe, 5*time.Second); err != nil {
-						failed.Add(1)
-						firstErr.CompareAndSwap(nil, &err)
+					var err error
+					if c, err = net.DialTimeout("tcp", addr, 5*time.Second); err != nil {
+						fail(&failed, err)
+						c = nil
 						continue
 					}
 					br = bufio.NewReader(c)
@@ -88,21 +152,15 @@ func TestHTTPReloadKeepAlive(t *testing.T) {
 				if err != nil {
 					c.Close()
 					c = nil
-					// A kept-alive connection closed just as the request
-					// left: nothing was answered, a client sends it again.
-					if reused && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || isReset(err)) && br.Buffered() == 0 {
-						retried.Add(1)
-						continue
+					if reused && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || isReset(err)) {
+						fail(&closedUnder, fmt.Errorf("request %d: %w", i, err))
+					} else {
+						fail(&failed, fmt.Errorf("request %d (reused %v): %w", i, reused, err))
 					}
-					failed.Add(1)
-					e := fmt.Errorf("request %d (reused %v): %w", i, reused, err)
-					firstErr.CompareAndSwap(nil, &e)
 					continue
 				}
 				if resp.StatusCode != 200 {
-					failed.Add(1)
-					e := fmt.Errorf("status %d", resp.StatusCode)
-					firstErr.CompareAndSwap(nil, &e)
+					fail(&failed, fmt.Errorf("status %d", resp.StatusCode))
 				} else {
 					ok.Add(1)
 				}
@@ -114,39 +172,12 @@ func TestHTTPReloadKeepAlive(t *testing.T) {
 			}
 		}()
 	}
-	for gen := 2; gen <= 11; gen++ {
-		time.Sleep(150 * time.Millisecond)
-		if out, errOut, code := r.reload(httpConfig(fe, web.addr)); code != 0 {
-			t.Fatalf("reload %d: %s%s", gen, out, errOut)
+	return func() keepAliveResult {
+		wg.Wait()
+		r := keepAliveResult{ok: ok.Load(), closes: closes.Load(), failed: failed.Load(), closedUnder: closedUnder.Load()}
+		if f := first.Load(); f != nil {
+			r.first = *f
 		}
-		if gen == 2 {
-			// The idle connection of generation 1 is closed, promptly.
-			idle.SetReadDeadline(time.Now().Add(2 * time.Second))
-			if _, err := idleR.ReadByte(); !errors.Is(err, io.EOF) && !isReset(err) {
-				t.Errorf("idle keep-alive connection after reload: %v, want it closed", err)
-			}
-		}
+		return r
 	}
-	time.Sleep(200 * time.Millisecond)
-	close(stop)
-	wg.Wait()
-	t.Logf("%d requests answered, %d answered with connection: close, %d resent after an idle close, %d failed", ok.Load(), closes.Load(), retried.Load(), failed.Load())
-	if failed.Load() > 0 {
-		t.Errorf("%d requests failed; first: %v", failed.Load(), *firstErr.Load())
-	}
-	if retried.Load() > 0 {
-		t.Errorf("%d requests met a kept-alive connection closed under them", retried.Load())
-	}
-	if closes.Load() == 0 {
-		t.Error("no response from a draining generation said connection: close")
-	}
-	if ok.Load() < 500 {
-		t.Errorf("only %d requests", ok.Load())
-	}
-	// Every old generation exits without waiting for hard_stop_after.
-	r.waitLog(`worker exited component=master generation=10 `, 10*time.Second)
-}
-
-func isReset(err error) bool {
-	return err != nil && (strings.Contains(err.Error(), "connection reset") || strings.Contains(err.Error(), "broken pipe"))
 }

@@ -147,8 +147,10 @@ func TestReloadTorture(t *testing.T) {
 		length = 5 * time.Second
 	}
 	a, b, c := newBackend(t, "a"), newBackend(t, "b"), newBackend(t, "c")
+	web1, web2 := newWebServer(t, "web1"), newWebServer(t, "web2")
 	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	extra := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	httpFe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	gen := func(i int) string {
 		binds := fmt.Sprintf("%q", fe)
 		if i%2 == 1 {
@@ -173,7 +175,16 @@ frontend "fe" {
 }
 backend "be" {
 %s}
-`, binds, srv)
+listen "web" {
+  mode = "http"
+  bind = [%q]
+  server "w1" {
+    address = %q
+    weight  = %d
+  }
+  server "w2" { address = %q }
+}
+`, binds, srv, httpFe, web1.addr, 1+i%3, web2.addr)
 	}
 	r := startReloadable(t, gen(0), sluiceBin)
 	masterPID := r.cmd.Process.Pid
@@ -187,6 +198,7 @@ backend "be" {
 	}
 	stop := make(chan struct{})
 	failures := load(t, fe, 6, stop)
+	keepAlive := keepAliveLoad(httpFe, 4, stop)
 	deadline := time.Now().Add(length)
 	reloads := 0
 	for i := 1; time.Now().Before(deadline); i++ {
@@ -209,6 +221,14 @@ backend "be" {
 	if n := failures(); n != 0 {
 		t.Errorf("%d failed requests over %d reloads; sessions not ended normally:\n%s", n, reloads,
 			strings.Join(r.logLines(`\] fe be/\S+ \S+ (\d+ [^-][^-]|0 --) | WARN | ERROR `), "\n"))
+	}
+	ka := keepAlive()
+	t.Logf("%s", ka)
+	if err := ka.err(); err != nil {
+		t.Error(err)
+	}
+	if ka.closes == 0 || ka.ok < 1000 {
+		t.Errorf("keep-alive clients: %s; want drained generations to say connection: close", ka)
 	}
 	if pid := r.cmd.Process.Pid; pid != masterPID {
 		t.Errorf("master PID changed")
