@@ -173,18 +173,17 @@ func (s *httpSession) release() {
 	x.out.Reset(nil)
 	x.srvOut.Reset(nil)
 	x.srv.Reset(nil)
-	x.rq = rules.Request{}
-	clear(x.req.Headers[:cap(x.req.Headers)])
-	clear(x.resp.Headers[:cap(x.resp.Headers)])
-	x.e = logging.HTTPEntry{}
+	// The parsed heads keep their slices: they point only into pooled
+	// buffers and configuration strings, and the next parse resets them.
 	exchanges.Put(x)
 	s.x = nil
 	s.in.Release(putBuf)
 }
 
 // wait runs inside RawConn.Read while the connection is idle: it reads
-// what has arrived into a buffer taken for the purpose, or, when nothing
-// has, gives the buffer back and returns false to park until readable.
+// what has arrived (into the buffer, taken again if it was given back),
+// or, when nothing has, gives the exchange and the buffer back and returns
+// false to park until readable.
 // One read per wake-up, as a plain Read would, but no buffer held while
 // parked.
 func (s *httpSession) wait(fd uintptr) bool {
@@ -194,7 +193,11 @@ func (s *httpSession) wait(fd uintptr) bool {
 	n, err := s.in.ReadFD(fd)
 	switch {
 	case err == unix.EAGAIN || err == unix.EINTR:
-		s.in.Release(putBuf)
+		if s.x != nil {
+			s.release() // gives the buffer back too
+		} else {
+			s.in.Release(putBuf)
+		}
 		return false
 	case err != nil:
 		s.waitErr = os.NewSyscallError("read", err)
@@ -234,14 +237,17 @@ func (s *httpSession) readRequest() bool {
 	if s.requests > 0 {
 		start = time.Now()
 		if len(s.in.Buffered()) == 0 {
-			// Idle between requests: hold no buffer while waiting.
-			s.release()
+			// Idle between requests: the wait gives the exchange and the
+			// buffer back if it has to park (see wait).
 			ka := t.HTTPKeepAlive
 			if ka == 0 {
 				ka = t.HTTPRequest
 			}
+			if f.ctx.Err() != nil {
+				ka = s.drainGrace()
+			}
 			if ka > 0 {
-				s.c.SetReadDeadline(time.Now().Add(ka))
+				s.c.SetReadDeadline(start.Add(ka))
 			}
 			s.waitEOF, s.waitErr = false, nil
 			s.idle.Store(true)
