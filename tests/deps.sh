@@ -13,6 +13,12 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing: ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >/dev/null
+  # Tools only: packages such as nginx must not start their services.
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e $policy ]; then
+    printf '#!/bin/sh\nexit 101\n' > $policy && chmod +x $policy
+    trap 'rm -f $policy' EXIT
+  fi
   apt-get install -y -qq "${missing[@]}" >/dev/null
   exit 0
 fi
