@@ -190,3 +190,61 @@ listen "fe" {
 		}
 	}
 }
+
+// TestHTTPReuseModes: "always" shares one idle server connection between
+// client connections, even for a POST; "never" gives each client
+// connection its own; "safe" shares it for GETs only.
+func TestHTTPReuseModes(t *testing.T) {
+	t.Parallel()
+	cfg := httpDefaults
+	webs := map[string]*webServer{}
+	ports := map[string]int{}
+	for _, mode := range []string{"always", "never", "safe"} {
+		webs[mode], ports[mode] = newWebServer(t, mode), freePort(t)
+		cfg += fmt.Sprintf(`
+listen "%s" {
+  bind       = ["127.0.0.1:%d"]
+  http_reuse = "%s"
+  server "s" { address = "%s" }
+}
+`, mode, ports[mode], mode, webs[mode].addr)
+	}
+	startSluice(t, cfg)
+	post := func(port int) {
+		resp, err := http.Post(fmt.Sprintf("http://127.0.0.1:%d/", port), "text/plain", strings.NewReader("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	for mode, port := range ports {
+		for range 5 { // five client connections one after another
+			if mode == "safe" {
+				fetch(t, fmt.Sprintf("http://127.0.0.1:%d/", port))
+			} else {
+				c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+				resp, err := c.Post(fmt.Sprintf("http://127.0.0.1:%d/", port), "text/plain", strings.NewReader("x"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.ReadAll(resp.Body)
+				resp.Body.Close()
+			}
+		}
+	}
+	if n := webs["always"].conns.Load(); n != 1 {
+		t.Errorf("always: 5 client connections used %d server connections, want 1", n)
+	}
+	if n := webs["never"].conns.Load(); n != 5 {
+		t.Errorf("never: 5 client connections used %d server connections, want 5", n)
+	}
+	if n := webs["safe"].conns.Load(); n != 1 {
+		t.Errorf("safe: 5 GETs on 5 client connections used %d server connections, want 1", n)
+	}
+	// A first request with a body does not take an idle connection in safe mode.
+	post(ports["safe"])
+	if n := webs["safe"].conns.Load(); n != 2 {
+		t.Errorf("safe: a first POST used %d connections in all, want a new one (2)", n)
+	}
+}
