@@ -2,7 +2,9 @@ package proxy
 
 import (
 	"bytes"
+	"compress/flate"
 	"compress/gzip"
+	"compress/zlib"
 	"io"
 	"sync"
 
@@ -11,78 +13,97 @@ import (
 	"sluice/daemon/rules"
 )
 
-// gzipWriter is a pooled gzip stream; fast compression, as HAProxy's
-// default, since the proxy's CPU is the scarce resource.
-type gzipWriter struct{ *gzip.Writer }
+// compressor is a pooled compressed stream: gzip, or zlib for HTTP's
+// "deflate" coding. Fast compression, as HAProxy's default, since the
+// proxy's CPU is the scarce resource.
+type compressor interface {
+	io.WriteCloser
+	Reset(io.Writer)
+}
 
-var gzips = sync.Pool{New: func() any {
-	w, _ := gzip.NewWriterLevel(nil, gzip.BestSpeed)
-	return &gzipWriter{w}
-}}
+// coding is one content-coding sluice can produce.
+type coding struct {
+	token []byte
+	pool  sync.Pool
+}
 
-func getGzip(dst io.Writer) *gzipWriter {
-	z := gzips.Get().(*gzipWriter)
+var (
+	gzipCoding = &coding{token: []byte("gzip"), pool: sync.Pool{New: func() any {
+		w, _ := gzip.NewWriterLevel(nil, gzip.BestSpeed)
+		return compressor(w)
+	}}}
+	deflateCoding = &coding{token: []byte("deflate"), pool: sync.Pool{New: func() any {
+		w, _ := zlib.NewWriterLevel(nil, flate.BestSpeed)
+		return compressor(w)
+	}}}
+)
+
+func (c *coding) get(dst io.Writer) compressor {
+	z := c.pool.Get().(compressor)
 	z.Reset(dst)
 	return z
 }
 
-func putGzip(z *gzipWriter) {
+func (c *coding) put(z compressor) {
 	z.Reset(io.Discard)
-	gzips.Put(z)
+	c.pool.Put(z)
 }
 
-// compressible decides whether sluice compresses this response: the
-// client accepts gzip, the response is a 200 of a listed type, not
-// already encoded, not too small, and not marked no-transform.
-func (s *httpSession) compressible(be *backend.Backend, body h1.Body) bool {
+// compression decides whether sluice compresses this response, and how:
+// the client accepts one of the configured codings, the response is a 200
+// of a listed type, not already encoded, not too small, and not marked
+// no-transform. It returns nil to leave the response as it is.
+func (s *httpSession) compression(be *backend.Backend, body h1.Body) *coding {
 	c := be.Config.HTTP.Compression
 	if c == nil {
 		c = s.f.Config.HTTP.Compression
 	}
 	if c == nil {
-		return false
+		return nil
 	}
 	x := s.x
 	r := &x.resp
 	if r.Status != 200 || body.Empty() || (!body.Chunked && !body.UntilClose && body.Length < int64(c.MinSize)) {
-		return false
+		return nil
 	}
-	if !acceptsGzip(&x.req) || r.Get("content-encoding") != nil {
-		return false
+	if r.Get("content-encoding") != nil {
+		return nil
 	}
 	if cc := r.Get("cache-control"); cc != nil {
 		for tok := range h1.Tokens(cc) {
 			if h1.EqualFold(tok, "no-transform") {
-				return false
+				return nil
 			}
 		}
 	}
 	ct := r.Get("content-type")
-	for i, ch := range ct {
-		if ch == ';' || ch == ' ' {
-			ct = ct[:i]
+	if i := bytes.IndexAny(ct, "; "); i >= 0 {
+		ct = ct[:i]
+	}
+	listed := false
+	for _, t := range c.Types {
+		if bytes.EqualFold(ct, rules.Bytes(t)) {
+			listed = true
 			break
 		}
 	}
-	for _, t := range c.Types {
-		if bytes.EqualFold(ct, rules.Bytes(t)) {
-			return hasGzip(c.Algorithms)
+	if !listed {
+		return nil
+	}
+	// The first configured coding the client accepts.
+	for _, a := range c.Algorithms {
+		switch {
+		case a == "gzip" && accepts(&x.req, "gzip"):
+			return gzipCoding
+		case a == "deflate" && accepts(&x.req, "deflate"):
+			return deflateCoding
 		}
 	}
-	return false
+	return nil
 }
 
-func hasGzip(algos []string) bool {
-	for _, a := range algos {
-		if a == "gzip" {
-			return true
-		}
-	}
-	return false
-}
-
-// acceptsGzip reads Accept-Encoding: gzip (or *) with a non-zero q.
-func acceptsGzip(m *h1.Message) bool {
+// accepts reads Accept-Encoding: the coding (or *) with a non-zero q.
+func accepts(m *h1.Message, name string) bool {
 	for _, h := range m.Headers {
 		if !h1.EqualFold(h.Name, "accept-encoding") {
 			continue
@@ -92,7 +113,7 @@ func acceptsGzip(m *h1.Message) bool {
 			if i := bytes.IndexByte(tok, ';'); i >= 0 {
 				coding, params = bytes.TrimSpace(tok[:i]), bytes.TrimSpace(tok[i+1:])
 			}
-			if !h1.EqualFold(coding, "gzip") && string(coding) != "*" {
+			if !h1.EqualFold(coding, name) && string(coding) != "*" {
 				continue
 			}
 			if len(params) >= 3 && (params[0] == 'q' || params[0] == 'Q') && params[1] == '=' {

@@ -826,7 +826,8 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 	}
 	s.responseRules(be, hb, cookieSrv, srv.Name)
 	rbody := h1.ResponseBody(resp, m.Method)
-	gz := s.compressible(be, rbody)
+	zc := s.compression(be, rbody)
+	gz := zc != nil
 	// The request body was read whole (sent), so only the client's and
 	// the server's wishes and a stop under way decide.
 	clientKeep := sent && !m.Close && f.ctx.Err() == nil && !rbody.UntilClose && !resp.Close
@@ -836,7 +837,7 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 	}
 	if gz {
 		rules.DelHeader(resp, "content-length")
-		rules.SetHeader(resp, "content-encoding", gzipToken)
+		rules.SetHeader(resp, "content-encoding", zc.token)
 		resp.Headers = append(resp.Headers, h1.Header{Name: varyName, Value: acceptEncoding})
 	}
 	out := x.out
@@ -849,9 +850,9 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 		cw.W = out
 		dst = cw
 	}
-	var zw *gzipWriter
+	var zw compressor
 	if gz {
-		zw = getGzip(dst)
+		zw = zc.get(dst)
 		dst = zw
 		f.Stats.Compressed.Add(1)
 	}
@@ -860,7 +861,7 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 		err = zw.Close()
 	}
 	if zw != nil {
-		putGzip(zw)
+		zc.put(zw)
 	}
 	if err == nil && outChunked {
 		err = cw.Close()
@@ -1111,7 +1112,6 @@ var (
 	setCookie      = []byte("set-cookie")
 	cacheControl   = []byte("cache-control")
 	private        = []byte("private")
-	gzipToken      = []byte("gzip")
 	varyName       = []byte("vary")
 	acceptEncoding = []byte("Accept-Encoding")
 )

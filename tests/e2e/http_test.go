@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"compress/zlib"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -561,7 +562,7 @@ func TestHTTPCompression(t *testing.T) {
 listen "fe" {
   bind = ["127.0.0.1:%d"]
   compression {
-    algorithms = ["gzip"]
+    algorithms = ["gzip", "deflate"]
     types      = ["text/html", "text/plain"]
   }
   server "s" { address = "%s" }
@@ -581,6 +582,17 @@ listen "fe" {
 		t.Errorf("decompressed body differs (%d bytes, %v)", len(plain), err)
 	}
 	t.Logf("compressed %d bytes to %d", len(page), len(body))
+	resp, body = fetch(t, base+"/page", "Accept-Encoding", "deflate")
+	if resp.Header.Get("Content-Encoding") != "deflate" {
+		t.Fatalf("deflate not chosen: %v", resp.Header)
+	}
+	zl, err := zlib.NewReader(strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plain, err := io.ReadAll(zl); err != nil || string(plain) != page {
+		t.Errorf("deflate body differs (%d bytes, %v)", len(plain), err)
+	}
 	for _, tc := range []struct{ path, ae string }{{"/page", ""}, {"/page", "gzip;q=0"}, {"/small", "gzip"}, {"/image", "gzip"}} {
 		resp, _ := fetch(t, base+tc.path, "Accept-Encoding", tc.ae)
 		if resp.Header.Get("Content-Encoding") != "" {
