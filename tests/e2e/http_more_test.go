@@ -248,3 +248,47 @@ listen "%s" {
 		t.Errorf("safe: a first POST used %d connections in all, want a new one (2)", n)
 	}
 }
+
+// TestHTTPQueueTimeout: with the only server at its maxconn, a request
+// waits in the queue for timeout queue and then gets 503, logged sQ.
+func TestHTTPQueueTimeout(t *testing.T) {
+	t.Parallel()
+	web := newWebServer(t, "web")
+	web.handler = func(rw http.ResponseWriter, r *http.Request) {
+		time.Sleep(1500 * time.Millisecond)
+		io.WriteString(rw, "slow")
+	}
+	port := freePort(t)
+	d := startSluice(t, fmt.Sprintf(httpDefaults+`
+listen "fe" {
+  bind = ["127.0.0.1:%d"]
+  timeout { queue = "300ms" }
+  server "s" {
+    address = "%s"
+    maxconn = 1
+  }
+}
+`, port, web.addr))
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	first := make(chan int)
+	go func() {
+		resp, err := http.Get(url)
+		if err != nil {
+			first <- 0
+			return
+		}
+		resp.Body.Close()
+		first <- resp.StatusCode
+	}()
+	time.Sleep(200 * time.Millisecond) // the first holds the only slot
+	start := time.Now()
+	resp, _ := fetch(t, url)
+	took := time.Since(start)
+	if resp.StatusCode != 503 || took < 250*time.Millisecond || took > 1200*time.Millisecond {
+		t.Errorf("queued request: %d after %v, want 503 after about 300ms", resp.StatusCode, took)
+	}
+	if st := <-first; st != 200 {
+		t.Errorf("the request holding the slot got %d", st)
+	}
+	d.waitLog(`fe fe/<NOSRV> \d+/\d+/-1/-1/\d+ 503 \d+ - - sQ-- `, 2*time.Second)
+}
