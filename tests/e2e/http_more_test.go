@@ -284,7 +284,7 @@ listen "fe" {
 	start := time.Now()
 	resp, _ := fetch(t, url)
 	took := time.Since(start)
-	if resp.StatusCode != 503 || took < 250*time.Millisecond || took > 1200*time.Millisecond {
+	if resp.StatusCode != 503 || took < 250*time.Millisecond {
 		t.Errorf("queued request: %d after %v, want 503 after about 300ms", resp.StatusCode, took)
 	}
 	if st := <-first; st != 200 {
