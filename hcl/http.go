@@ -2,6 +2,7 @@ package hcl
 
 import (
 	"fmt"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -487,30 +488,26 @@ func (d *decoder) errorPages(blocks []*errorPageBlock, baseDir string) map[int][
 			continue
 		}
 		out[st] = fmt.Appendf(nil, "HTTP/1.1 %d %s\r\ncontent-type: text/html\r\ncontent-length: %d\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n%s",
-			st, statusText(st), len(body), body)
+			st, StatusText(st), len(body), body)
 	}
 	return out
 }
 
-// statusText is the reason phrase sluice writes for its own responses.
-func statusText(code int) string {
-	if t, ok := reasons[code]; ok {
+// StatusText is the reason phrase sluice writes for its own responses:
+// net/http's, with HAProxy's wording where it differs.
+func StatusText(code int) string {
+	if t, ok := haproxyReasons[code]; ok {
+		return t
+	}
+	if t := http.StatusText(code); t != "" {
 		return t
 	}
 	return "Status " + strconv.Itoa(code)
 }
 
-var reasons = map[int]string{
-	200: "OK", 201: "Created", 204: "No Content", 301: "Moved Permanently", 302: "Found", 303: "See Other",
-	307: "Temporary Redirect", 308: "Permanent Redirect", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-	404: "Not Found", 405: "Method Not Allowed", 408: "Request Time-out", 410: "Gone", 413: "Payload Too Large",
-	414: "URI Too Long", 421: "Misdirected Request", 425: "Too Early", 429: "Too Many Requests",
-	431: "Request Header Fields Too Large", 500: "Internal Server Error", 501: "Not Implemented",
-	502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Time-out",
+var haproxyReasons = map[int]string{
+	408: "Request Time-out", 413: "Payload Too Large", 414: "URI Too Long", 504: "Gateway Time-out",
 }
-
-// StatusText is the reason phrase of code.
-func StatusText(code int) string { return statusText(code) }
 
 // size reads a byte size: a number, or a string with a k, m or g suffix
 // (powers of 1024), as HAProxy's tune.bufsize-style settings.

@@ -369,14 +369,13 @@ func (b *Backend) ConnectKey(ctx context.Context, key Key, reuse Reuse) (*Conn, 
 	}
 	if reuse.Own != nil && reuse.Own.Server == s && reuse.Own.alive() {
 		c = reuse.Own
+	}
+	if c == nil && reuse.Idle {
+		c = b.idle[s].take()
+	}
+	if c != nil {
 		c.Wait, c.BeQueue, c.ConnectTime, c.Retries, c.Redispatched, c.Reused = wait, beQueue, 0, 0, false, true
 		return c, nil
-	}
-	if reuse.Idle {
-		if c = b.idle[s].take(); c != nil {
-			c.Wait, c.BeQueue, c.ConnectTime, c.Retries, c.Redispatched, c.Reused = wait, beQueue, 0, 0, false, true
-			return c, nil
-		}
 	}
 	c = &Conn{backend: b, Wait: wait, BeQueue: beQueue}
 	for attempt := 0; ; attempt++ {

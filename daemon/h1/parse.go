@@ -38,11 +38,14 @@ type Message struct {
 	Chunked       bool
 	// Close: the sender will close after this message (Connection: close,
 	// or HTTP/1.0 without keep-alive).
-	Close     bool
-	Upgrade   bool // Connection: upgrade with an Upgrade header
-	Expect100 bool
-	Host      []byte
-	HeadLen   int
+	Close   bool
+	Upgrade bool // Connection: upgrade with an Upgrade header
+	// ConnectionOptions: Connection names other headers (hop-by-hop
+	// ones that must not be forwarded).
+	ConnectionOptions bool
+	Expect100         bool
+	Host              []byte
+	HeadLen           int
 }
 
 // Error is a refused message, with the status to answer.
@@ -61,25 +64,25 @@ func bad(reason string) *Error { return &Error{Status: 400, Reason: reason} }
 // Errors returned by the parser. They are values, so that refusing a
 // message does not allocate either.
 var (
-	ErrTooLarge        = &Error{Status: 431, Reason: "header too large"}
-	ErrTooMany         = &Error{Status: 431, Reason: "too many headers"}
-	ErrLineTooLong     = &Error{Status: 414, Reason: "request line too long"}
-	ErrRequestLine     = bad("malformed request line")
-	ErrMethod          = bad("invalid character in method")
-	ErrTarget          = bad("invalid request target")
-	ErrVersion         = bad("unsupported HTTP version")
-	ErrStatusLine      = bad("malformed status line")
-	ErrHeaderName      = bad("invalid header name")
-	ErrHeaderValue     = bad("invalid character in header value")
-	ErrSpaceBeforeColo = bad("whitespace before colon")
-	ErrObsFold         = bad("obsolete line folding")
-	ErrBareCR          = bad("bare CR")
-	ErrContentLength   = bad("invalid Content-Length")
-	ErrDupLength       = bad("duplicate Content-Length")
-	ErrLengthAndTE     = bad("Content-Length with Transfer-Encoding")
-	ErrTE              = bad("Transfer-Encoding not ending in chunked")
-	ErrTE10            = bad("Transfer-Encoding in HTTP/1.0")
-	ErrHost            = bad("missing or duplicate Host")
+	ErrTooLarge         = &Error{Status: 431, Reason: "header too large"}
+	ErrTooMany          = &Error{Status: 431, Reason: "too many headers"}
+	ErrLineTooLong      = &Error{Status: 414, Reason: "request line too long"}
+	ErrRequestLine      = bad("malformed request line")
+	ErrMethod           = bad("invalid character in method")
+	ErrTarget           = bad("invalid request target")
+	ErrVersion          = bad("unsupported HTTP version")
+	ErrStatusLine       = bad("malformed status line")
+	ErrHeaderName       = bad("invalid header name")
+	ErrHeaderValue      = bad("invalid character in header value")
+	ErrSpaceBeforeColon = bad("whitespace before colon")
+	ErrObsFold          = bad("obsolete line folding")
+	ErrBareCR           = bad("bare CR")
+	ErrContentLength    = bad("invalid Content-Length")
+	ErrDupLength        = bad("duplicate Content-Length")
+	ErrLengthAndTE      = bad("Content-Length with Transfer-Encoding")
+	ErrTE               = bad("Transfer-Encoding not ending in chunked")
+	ErrTE10             = bad("Transfer-Encoding in HTTP/1.0")
+	ErrHost             = bad("missing or duplicate Host")
 )
 
 // headEnd returns the length of the head in b (through the empty line),
@@ -261,7 +264,7 @@ func (m *Message) parseHeaders(b []byte, lim *Limits) error {
 		for _, c := range name {
 			if !isTchar(c) {
 				if c == ' ' || c == '\t' {
-					return ErrSpaceBeforeColo
+					return ErrSpaceBeforeColon
 				}
 				return ErrHeaderName
 			}
@@ -315,6 +318,8 @@ func (m *Message) framing(request bool) error {
 					keepAlive = true
 				case EqualFold(tok, "upgrade"):
 					m.Upgrade = true
+				default:
+					m.ConnectionOptions = true
 				}
 			}
 		case EqualFold(h.Name, "host"):

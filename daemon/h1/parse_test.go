@@ -53,7 +53,7 @@ func TestParseRequestRefuses(t *testing.T) {
 		"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n":                ErrTE,
 		"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n":                         ErrTE,
 		"GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n":                                 ErrTE10,
-		"GET / HTTP/1.1\r\nHost : x\r\n\r\n":                                                   ErrSpaceBeforeColo,
+		"GET / HTTP/1.1\r\nHost : x\r\n\r\n":                                                   ErrSpaceBeforeColon,
 		"GET / HTTP/1.1\r\nHost: x\r\nA: b\r\n c\r\n\r\n":                                      ErrObsFold,
 		"GET / HTTP/1.1\r\nHo\"st: x\r\n\r\n":                                                  ErrHeaderName,
 		"GET / HTTP/1.1\r\nHost: x\x01\r\n\r\n":                                                ErrHeaderValue,

@@ -2,7 +2,6 @@ package logging
 
 import (
 	"strconv"
-	"time"
 )
 
 // HTTPEntry is one request's line in HAProxy's httplog format:
@@ -26,18 +25,7 @@ type HTTPEntry struct {
 
 // AppendHTTPLog appends e in httplog format, without allocating.
 func AppendHTTPLog(b []byte, e *HTTPEntry) []byte {
-	b = e.Client.Addr().Unmap().AppendTo(b)
-	b = append(b, ':')
-	b = strconv.AppendUint(b, uint64(e.Client.Port()), 10)
-	b = append(b, " ["...)
-	b = AppendDate(b, e.Accept)
-	b = append(b, "] "...)
-	b = append(b, e.Frontend...)
-	b = append(b, ' ')
-	b = append(b, e.Backend...)
-	b = append(b, '/')
-	b = append(b, e.Server...)
-	b = append(b, ' ')
+	b = appendWho(b, &e.TCPEntry)
 	for i, t := range [5]int64{e.TR, e.Tw, e.Tc, e.Tr, e.Ta} {
 		if i > 0 {
 			b = append(b, '/')
@@ -81,6 +69,3 @@ func appendCaptures(b []byte, caps [][]byte) []byte {
 	}
 	return append(b, '}')
 }
-
-// Elapsed is the milliseconds from start to now.
-func Elapsed(start time.Time) int64 { return time.Since(start).Milliseconds() }

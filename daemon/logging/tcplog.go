@@ -31,6 +31,21 @@ type TCPEntry struct {
 
 // AppendTCPLog appends e in tcplog format, without allocating.
 func AppendTCPLog(b []byte, e *TCPEntry) []byte {
+	b = appendWho(b, e)
+	b = strconv.AppendInt(b, e.Tw, 10)
+	b = append(b, '/')
+	b = strconv.AppendInt(b, e.Tc, 10)
+	b = append(b, '/')
+	b = strconv.AppendInt(b, e.Tt, 10)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, e.Bytes, 10)
+	b = append(b, ' ', e.Term[0], e.Term[1], ' ')
+	return appendCounts(b, e)
+}
+
+// appendWho appends "%ci:%cp [%t] %ft %b/%s ", common to tcplog and
+// httplog.
+func appendWho(b []byte, e *TCPEntry) []byte {
 	b = e.Client.Addr().Unmap().AppendTo(b)
 	b = append(b, ':')
 	b = strconv.AppendUint(b, uint64(e.Client.Port()), 10)
@@ -42,16 +57,7 @@ func AppendTCPLog(b []byte, e *TCPEntry) []byte {
 	b = append(b, e.Backend...)
 	b = append(b, '/')
 	b = append(b, e.Server...)
-	b = append(b, ' ')
-	b = strconv.AppendInt(b, e.Tw, 10)
-	b = append(b, '/')
-	b = strconv.AppendInt(b, e.Tc, 10)
-	b = append(b, '/')
-	b = strconv.AppendInt(b, e.Tt, 10)
-	b = append(b, ' ')
-	b = strconv.AppendInt(b, e.Bytes, 10)
-	b = append(b, ' ', e.Term[0], e.Term[1], ' ')
-	return appendCounts(b, e)
+	return append(b, ' ')
 }
 
 // appendCounts appends "%ac/%fc/%bc/%sc/%rc %sq/%bq", common to tcplog

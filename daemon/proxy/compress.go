@@ -116,16 +116,8 @@ func accepts(m *h1.Message, name string) bool {
 			if !h1.EqualFold(coding, name) && string(coding) != "*" {
 				continue
 			}
-			if len(params) >= 3 && (params[0] == 'q' || params[0] == 'Q') && params[1] == '=' {
-				zero := true
-				for _, ch := range params[2:] {
-					if ch >= '1' && ch <= '9' {
-						zero = false
-					}
-				}
-				if zero {
-					continue
-				}
+			if len(params) >= 3 && (params[0] == 'q' || params[0] == 'Q') && params[1] == '=' && rules.ParseQ(params[2:]) == 0 {
+				continue
 			}
 			return true
 		}

@@ -23,6 +23,7 @@ import (
 	"sluice/daemon/logging"
 	"sluice/daemon/proxyproto"
 	"sluice/daemon/rules"
+	"sluice/daemon/stats"
 	"sluice/hcl"
 )
 
@@ -59,9 +60,11 @@ type exchange struct {
 	e           logging.HTTPEntry
 	line        [256]byte // the request line, for the log
 	target      []byte    // a rewritten request target
+	spare       []byte    // where the next rewrite is built
 	capture     [512]byte
 	caps        [2][8][]byte
-	cw, rcw     h1.ChunkWriter // request and response chunk framing
+	cw, rcw     h1.ChunkWriter   // request and response chunk framing
+	be          *backend.Backend // chosen for this request; nil before
 }
 
 const bufSize = 16 * 1024
@@ -270,6 +273,7 @@ func (s *httpSession) readRequest() bool {
 	}
 	s.acquire()
 	x := s.x
+	x.be = nil
 	x.e = logging.HTTPEntry{TCPEntry: logging.TCPEntry{Accept: start, Frontend: f.Name, Backend: f.Name, Server: "<NOSRV>",
 		Tw: -1, Tc: -1, Term: [2]byte{'-', '-'}}, TR: -1, Tr: -1, Ta: -1, Cookie: [2]byte{'-', '-'}}
 	if t.HTTPRequest > 0 {
@@ -280,7 +284,7 @@ func (s *httpSession) readRequest() bool {
 	lim := h1.Limits{MaxHeaderSize: f.Config.HTTP.MaxHeaderSize, MaxHeaders: f.Config.HTTP.MaxHeaders, MaxRequestLine: h1.DefaultLimits.MaxRequestLine}
 	err := s.in.ReadHead(func(b []byte) error { return h1.ParseRequest(b, &x.req, &lim) })
 	if err == nil {
-		x.e.TR = logging.Elapsed(start)
+		x.e.TR = stats.Since(start)
 		s.in.Discard(x.req.HeadLen)
 		return true
 	}
@@ -309,28 +313,21 @@ func (s *httpSession) readRequest() bool {
 // fail answers with an error status, logs and leaves the connection to
 // be closed.
 func (s *httpSession) fail(status int, who, phase byte) {
-	x := s.x
-	x.e.Term = [2]byte{who, phase}
-	var pages []map[int][]byte
-	pages = append(pages, s.f.Config.HTTP.ErrorPages)
-	if b := s.backendOf(); b != nil && b.Config.HTTP != nil {
-		pages = append([]map[int][]byte{b.Config.HTTP.ErrorPages}, pages...)
-	}
-	s.respond(status, errorResponse(status, pages...))
+	s.reject(status, who, phase)
 	s.log()
 }
 
-// backendOf is the backend the log names, if one was chosen.
-func (s *httpSession) backendOf() *backend.Backend {
-	if s.x.e.Backend == s.f.Name && s.f.Backend != nil && s.f.Backend.Name != s.f.Name {
-		return nil
+// reject answers with an error status (the chosen backend's error page,
+// else the frontend's, else the built-in one), which closes the
+// connection.
+func (s *httpSession) reject(status int, who, phase byte) {
+	x := s.x
+	x.e.Term = [2]byte{who, phase}
+	var bePages map[int][]byte
+	if x.be != nil && x.be.Config.HTTP != nil {
+		bePages = x.be.Config.HTTP.ErrorPages
 	}
-	for _, b := range s.f.Backends {
-		if b.Name == s.x.e.Backend {
-			return b
-		}
-	}
-	return nil
+	s.respond(status, errorResponse(status, bePages, s.f.Config.HTTP.ErrorPages))
 }
 
 // respond writes a whole response of sluice's own.
@@ -349,7 +346,7 @@ func (s *httpSession) log() {
 	f := s.f
 	e := &s.x.e
 	if e.Ta < 0 {
-		e.Ta = logging.Elapsed(e.Accept)
+		e.Ta = stats.Since(e.Accept)
 	}
 	e.Tt = e.Ta
 	if f.logs == nil {
@@ -371,9 +368,8 @@ func (s *httpSession) handle() bool {
 	f.Stats.Requests.Add(1)
 	s.captures(0, f.Config.HTTP.CaptureRequest, m)
 
-	switch s.applyRules(f.Config.HTTP.Request) {
-	case ruleAnswered:
-		return s.afterLocal()
+	if done, keep := s.requestRules(f.Config.HTTP.Request); done {
+		return keep
 	}
 	be := f.Backend
 	for i := range f.Config.HTTP.UseBackends {
@@ -384,29 +380,34 @@ func (s *httpSession) handle() bool {
 		}
 	}
 	if be == nil {
-		s.discardBody()
 		s.fail(503, 'S', 'C')
 		return false
 	}
+	x.be = be
 	x.e.Backend = be.Name
 	if hb := be.Config.HTTP; hb != nil && be.Name != f.Name {
-		if s.applyRules(hb.Request) == ruleAnswered {
-			return s.afterLocal()
+		if done, keep := s.requestRules(hb.Request); done {
+			return keep
 		}
 	}
 	return s.forward(be)
 }
 
-// afterLocal ends a request sluice answered itself: the connection stays
-// open only if the request had no body left unread.
-func (s *httpSession) afterLocal() bool {
-	s.log()
-	return h1.RequestBody(&s.x.req).Empty() && !s.x.req.Close && s.f.ctx.Err() == nil
+// requestRules applies http_request rules; done tells that sluice
+// answered the request itself (logged here), keep whether the connection
+// stays open: after a return or redirect if no body was left unread,
+// never after a deny (its error response closes).
+func (s *httpSession) requestRules(list []hcl.Rule) (done, keep bool) {
+	switch s.applyRules(list) {
+	case ruleAnswered:
+		s.log()
+		return true, s.keepAlive()
+	case ruleDenied:
+		s.log()
+		return true, false
+	}
+	return false, false
 }
-
-// discardBody is for requests refused before their body was read: the
-// connection will be closed, nothing to drain.
-func (s *httpSession) discardBody() {}
 
 func appendRequestLine(b []byte, m *h1.Message) []byte {
 	b = append(b, m.Method...)
@@ -455,10 +456,12 @@ type ruleOutcome int
 const (
 	ruleContinue ruleOutcome = iota
 	ruleAllowed
-	ruleAnswered
+	ruleAnswered // by return or redirect
+	ruleDenied
 )
 
-// applyRules runs http_request rules in order until one answers or allows.
+// applyRules runs http_request rules in order until one answers, denies
+// or allows.
 func (s *httpSession) applyRules(list []hcl.Rule) ruleOutcome {
 	x := s.x
 	m := &x.req
@@ -472,11 +475,10 @@ func (s *httpSession) applyRules(list []hcl.Rule) ruleOutcome {
 			return ruleAllowed
 		case "deny":
 			s.f.Stats.Denied.Add(1)
-			s.fail(r.Status, 'P', 'R')
-			x.e.Ta = -1 // logged by afterLocal
-			return ruleAnswered
+			s.reject(r.Status, 'P', 'R')
+			return ruleDenied
 		case "return":
-			s.answer(r.Status, r.ContentType, r.Body, nil)
+			s.answer(r.Status, r.ContentType, r.Body)
 			x.e.Term = [2]byte{'L', 'R'}
 			return ruleAnswered
 		case "redirect":
@@ -493,35 +495,37 @@ func (s *httpSession) applyRules(list []hcl.Rule) ruleOutcome {
 			m.Host = rules.Bytes(r.Host)
 			x.rq.Host = m.Host
 		case "set_path":
-			s.setTarget(rules.Bytes(r.Path), x.rq.Query)
+			s.setTarget(rules.Bytes(r.Path), nil)
 		case "replace_path_prefix":
-			p := x.rq.Path
-			if len(p) >= len(r.From) && string(p[:len(r.From)]) == r.From {
-				buf := append(append([]byte(nil), r.To...), p[len(r.From):]...)
-				s.setTarget(buf, x.rq.Query)
+			if p := x.rq.Path; len(p) >= len(r.From) && string(p[:len(r.From)]) == r.From {
+				s.setTarget(rules.Bytes(r.To), p[len(r.From):])
 			}
 		}
 	}
 	return ruleContinue
 }
 
-// setTarget rewrites the request target as path?query.
-func (s *httpSession) setTarget(path, query []byte) {
+// setTarget rewrites the request target as path+rest?query, keeping the
+// query. It builds into the spare buffer, since path, rest and query may
+// point into the current target, then swaps the two.
+func (s *httpSession) setTarget(path, rest []byte) {
 	x := s.x
-	t := append(x.target[:0], path...)
+	query := x.rq.Query
+	t := append(append(x.spare[:0], path...), rest...)
+	n := len(t)
 	if query != nil {
 		t = append(append(t, '?'), query...)
 	}
-	x.target = t
+	x.spare, x.target = x.target, t
 	x.req.Target = t
-	x.rq.Path = t[:len(path)]
+	x.rq.Path = t[:n]
 	if query != nil {
-		x.rq.Query = t[len(path)+1:]
+		x.rq.Query = t[n+1:]
 	}
 }
 
 // answer sends a response of sluice's own with a body.
-func (s *httpSession) answer(status int, ctype string, body []byte, extra []h1.Header) {
+func (s *httpSession) answer(status int, ctype string, body []byte, extra ...h1.Header) {
 	x := s.x
 	w := x.out
 	b := w.AvailableBuffer()
@@ -562,7 +566,7 @@ func (s *httpSession) keepAlive() bool {
 
 func (s *httpSession) redirect(r *hcl.Rule) {
 	x := s.x
-	loc := x.target[:0]
+	loc := x.spare[:0] // the target may be x.target after a rewrite
 	switch {
 	case r.Location != "":
 		loc = append(loc, r.Location...)
@@ -572,8 +576,8 @@ func (s *httpSession) redirect(r *hcl.Rule) {
 		loc = append(append(append(loc, r.Scheme...), "://"...), x.req.Host...)
 		loc = append(loc, x.req.Target...)
 	}
-	x.target = loc
-	s.answer(r.Status, "", nil, []h1.Header{{Name: []byte("location"), Value: loc}})
+	x.spare = loc
+	s.answer(r.Status, "", nil, h1.Header{Name: locationName, Value: loc})
 	x.e.Term = [2]byte{'L', 'R'}
 }
 
@@ -814,7 +818,7 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 			return false, false
 		}
 	}
-	e.Tr = logging.Elapsed(reqStart)
+	e.Tr = stats.Since(reqStart)
 	s.captures(1, f.Config.HTTP.CaptureResponse, resp)
 
 	if resp.Status == 101 {
@@ -877,7 +881,7 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 	f.Stats.BytesOut.Add(e.Bytes)
 	be.Stats.BytesOut.Add(e.Bytes)
 	srv.Stats.BytesOut.Add(e.Bytes)
-	e.Ta = logging.Elapsed(e.Accept)
+	e.Ta = stats.Since(e.Accept)
 	e.BeConn, e.SrvConn = be.Stats.Cur.Load(), srv.Load()
 	if err != nil {
 		var re *h1.ReadError
@@ -924,7 +928,7 @@ func (s *httpSession) clientAbort(err error, phase byte) {
 	s.f.Stats.ClientAborts.Add(1)
 	s.x.e.Status = -1
 	if s.x.e.Ta < 0 {
-		s.x.e.Ta = logging.Elapsed(s.x.e.Accept)
+		s.x.e.Ta = stats.Since(s.x.e.Accept)
 	}
 }
 
@@ -1014,7 +1018,7 @@ func (s *httpSession) appendResponseHead(b []byte, be *backend.Backend, chunked,
 // appendHeaders copies the headers that are end-to-end.
 func appendHeaders(b []byte, m *h1.Message, upgrade bool) []byte {
 	for _, h := range m.Headers {
-		if hopByHop(h.Name, upgrade) || listedInConnection(m, h.Name) {
+		if hopByHop(h.Name, upgrade) || (m.ConnectionOptions && listedInConnection(m, h.Name)) {
 			continue
 		}
 		b = append(b, h.Name...)
@@ -1048,9 +1052,8 @@ func listedInConnection(m *h1.Message, name []byte) bool {
 			continue
 		}
 		for tok := range h1.Tokens(h.Value) {
-			if len(tok) == len(name) && bytes.EqualFold(tok, name) &&
-				!h1.EqualFold(tok, "close") && !h1.EqualFold(tok, "keep-alive") && !h1.EqualFold(tok, "upgrade") {
-				return true
+			if bytes.EqualFold(tok, name) && !h1.EqualFold(tok, "upgrade") {
+				return true // Upgrade itself is forwarded during an upgrade
 			}
 		}
 	}
@@ -1086,7 +1089,7 @@ func (s *httpSession) responseRules(be *backend.Backend, hb *hcl.HTTP, cookieSrv
 		}
 	}
 	if c := hb.Cookie; c != nil && c.Insert && cookieSrv != srvName {
-		v := append(x.target[:0], c.Name...)
+		v := append(x.spare[:0], c.Name...)
 		v = append(append(v, '='), srvName...)
 		v = append(v, "; path=/"...)
 		if c.MaxAge > 0 {
@@ -1098,7 +1101,7 @@ func (s *httpSession) responseRules(be *backend.Backend, hb *hcl.HTTP, cookieSrv
 		if c.Secure {
 			v = append(v, "; Secure"...)
 		}
-		x.target = v
+		x.spare = v
 		r.Headers = append(r.Headers, h1.Header{Name: setCookie, Value: v})
 		if c.NoCache {
 			r.Headers = append(r.Headers, h1.Header{Name: cacheControl, Value: private})
@@ -1109,6 +1112,7 @@ func (s *httpSession) responseRules(be *backend.Backend, hb *hcl.HTTP, cookieSrv
 
 var (
 	badRequest     = []byte("<BADREQ>")
+	locationName   = []byte("location")
 	setCookie      = []byte("set-cookie")
 	cacheControl   = []byte("cache-control")
 	private        = []byte("private")
@@ -1154,7 +1158,7 @@ func (s *httpSession) tunnel(be *backend.Backend, sc *backend.Conn) bool {
 	s.f.Stats.BytesOut.Add(outBytes)
 	s.f.Stats.Response(101)
 	sc.Close()
-	x.e.Ta = logging.Elapsed(x.e.Accept)
+	x.e.Ta = stats.Since(x.e.Accept)
 	s.log()
 	return false
 }

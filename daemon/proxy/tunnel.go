@@ -98,10 +98,7 @@ func (p *pump) wait(fd uintptr) bool {
 	case n == 0:
 		p.eof = true
 	default:
-		p.avail, err = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
-		if err != nil || p.avail < 1 {
-			p.avail = 1
-		}
+		p.avail = max(sock.Queued(fd), 1)
 	}
 	return true
 }

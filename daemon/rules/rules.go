@@ -231,7 +231,7 @@ func PrimaryLanguage(v []byte) []byte {
 		tag, params, _ := bytes.Cut(tok, []byte(";"))
 		q := 1.0
 		if p := bytes.TrimSpace(params); bytes.HasPrefix(p, []byte("q=")) {
-			q = parseQ(p[2:])
+			q = ParseQ(p[2:])
 		}
 		if q > bestQ {
 			best, bestQ = bytes.TrimSpace(tag), q
@@ -243,7 +243,8 @@ func PrimaryLanguage(v []byte) []byte {
 	return best
 }
 
-func parseQ(b []byte) float64 {
+// ParseQ reads a quality value ("0.8") of Accept-style headers.
+func ParseQ(b []byte) float64 {
 	q, scale, frac := 0.0, 1.0, false
 	for _, c := range b {
 		switch {

@@ -88,13 +88,7 @@ func TestHTTPExpectContinue(t *testing.T) {
 		b, _ := io.ReadAll(r.Body) // net/http sends 100 Continue on the first read
 		fmt.Fprintf(rw, "got %d bytes", len(b))
 	}
-	port := freePort(t)
-	startSluice(t, fmt.Sprintf(httpDefaults+`
-listen "fe" {
-  bind = ["127.0.0.1:%d"]
-  server "s" { address = "%s" }
-}
-`, port, web.addr))
+	port, _ := proxyTo(t, web.addr, "")
 	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 	if err != nil {
 		t.Fatal(err)

@@ -228,6 +228,10 @@ frontend "fe" {
     query "rewrite" {}
     set = "/rewritten"
   }
+  http_request "redirect" {
+    path_prefix = ["/v3/old"]
+    prefix      = "https://new.example.com"
+  }
   http_response "set_header" {
     name  = "X-Frame-Options"
     value = "DENY"
@@ -274,11 +278,18 @@ backend "web" {
 	if resp.Header.Get("X-Frame-Options") != "DENY" || resp.Header.Get("X-Server") != "" {
 		t.Errorf("response rules not applied: %v", resp.Header)
 	}
+	resp, _ = fetch(t, base+"/legacy/old?x=1")
+	if loc := resp.Header.Get("Location"); resp.StatusCode != 302 || loc != "https://new.example.com/v3/old?x=1" {
+		t.Errorf("redirect after a rewrite: %d %q", resp.StatusCode, loc)
+	}
 	fetch(t, base+"/p?rewrite=1")
 	if p := web.last().URL.Path; p != "/rewritten" {
 		t.Errorf("set_path: server saw %q", p)
 	}
 	d.waitLog(`fe fe/<NOSRV> \d+/-1/-1/-1/\d+ 403 \d+ - - PR-- .* "GET /admin/x HTTP/1.1"`, 2*time.Second)
+	if n := len(d.logLines(`"GET /admin/x HTTP/1.1"`)); n != 1 {
+		t.Errorf("the denied request was logged %d times", n)
+	}
 	d.waitLog(`fe fe/<NOSRV> .* 200 \d+ - - LR-- .* "GET /health HTTP/1.1"`, 2*time.Second)
 	d.waitLog(`fe web/s \d+/0/\d+/\d+/\d+ 200 \d+ - - ---- .* "GET /legacy/item\?id=7 HTTP/1.1"`, 2*time.Second)
 }
@@ -368,13 +379,7 @@ func TestHTTPStreamingBigBodies(t *testing.T) {
 		}
 		io.Copy(rw, io.LimitReader(&pattern{}, size))
 	}
-	port := freePort(t)
-	d := startSluice(t, fmt.Sprintf(httpDefaults+`
-listen "fe" {
-  bind = ["127.0.0.1:%d"]
-  server "s" { address = "%s" }
-}
-`, port, web.addr), "--no-master")
+	port, d := proxyTo(t, web.addr, "", "--no-master")
 	pid := d.cmd.Process.Pid
 	base := rss(t, pid)
 	want := sha256.New()
@@ -458,14 +463,9 @@ func TestHTTPWebSocket(t *testing.T) {
 		brw.Flush()
 		io.Copy(c, brw) // echo
 	}
-	port := freePort(t)
-	d := startSluice(t, fmt.Sprintf(httpDefaults+`
-listen "fe" {
-  bind = ["127.0.0.1:%d"]
+	port, d := proxyTo(t, web.addr, `
   timeout { tunnel = "1h" }
-  server "s" { address = "%s" }
-}
-`, port, web.addr))
+`)
 	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 	if err != nil {
 		t.Fatal(err)
@@ -499,13 +499,7 @@ listen "fe" {
 func TestHTTPSlowClient(t *testing.T) {
 	t.Parallel()
 	web := newWebServer(t, "web")
-	port := freePort(t)
-	d := startSluice(t, fmt.Sprintf(httpDefaults+`
-listen "fe" {
-  bind = ["127.0.0.1:%d"]
-  server "s" { address = "%s" }
-}
-`, port, web.addr))
+	port, d := proxyTo(t, web.addr, "")
 	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 	if err != nil {
 		t.Fatal(err)
@@ -557,17 +551,12 @@ func TestHTTPCompression(t *testing.T) {
 			io.WriteString(rw, page)
 		}
 	}
-	port := freePort(t)
-	startSluice(t, fmt.Sprintf(httpDefaults+`
-listen "fe" {
-  bind = ["127.0.0.1:%d"]
+	port, _ := proxyTo(t, web.addr, `
   compression {
     algorithms = ["gzip", "deflate"]
     types      = ["text/html", "text/plain"]
   }
-  server "s" { address = "%s" }
-}
-`, port, web.addr))
+`)
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	resp, body := fetch(t, base+"/page", "Accept-Encoding", "gzip, deflate")
 	if resp.Header.Get("Content-Encoding") != "gzip" || resp.Header.Get("Vary") != "Accept-Encoding" {
@@ -664,13 +653,7 @@ listen "fe" {
 func TestHTTPSmuggling(t *testing.T) {
 	t.Parallel()
 	web := newWebServer(t, "web")
-	port := freePort(t)
-	d := startSluice(t, fmt.Sprintf(httpDefaults+`
-listen "fe" {
-  bind = ["127.0.0.1:%d"]
-  server "s" { address = "%s" }
-}
-`, port, web.addr))
+	port, d := proxyTo(t, web.addr, "")
 	smuggled := "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
 	cases := map[string]string{
 		"duplicate CL":         "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
@@ -817,4 +800,18 @@ func mustURL(s string) *neturl.URL {
 		panic(err)
 	}
 	return u
+}
+
+// proxyTo starts sluice with one HTTP listen section in front of server,
+// extra written inside it, and returns the listen port and the daemon.
+func proxyTo(t *testing.T, server, extra string, args ...string) (int, *daemon) {
+	t.Helper()
+	port := freePort(t)
+	d := startSluice(t, fmt.Sprintf(httpDefaults+`
+listen "fe" {
+  bind = ["127.0.0.1:%d"]
+%s  server "s" { address = %q }
+}
+`, port, extra, server), args...)
+	return port, d
 }
