@@ -7,7 +7,7 @@ DATE ?= $(shell date -u -d @$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/
 LDFLAGS := -s -w -X sluice/version.Version=$(VERSION) -X sluice/version.Commit=$(COMMIT) -X sluice/version.Date=$(DATE)
 GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -tags netgo,osusergo -ldflags "$(LDFLAGS)"
 
-.PHONY: all build run test test-deps check-static vet unit e2e bench-tcp bench-http packages clean
+.PHONY: all build binaries run test test-deps check-static vet unit e2e bench-tcp bench-http packages image clean
 
 all: build
 
@@ -57,6 +57,22 @@ PKG_VERSION ?= 0.1.$(shell git rev-list --count HEAD 2>/dev/null || echo 0)
 export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 packages:
 	packaging/build.sh $(PKG_VERSION) "$(LDFLAGS)"
+
+# Binaries for the images, per architecture, and the image builder.
+binaries:
+	@for arch in amd64 arm64; do \
+		GOARCH=$$arch $(GOBUILD) -o bin/linux-$$arch/sluice ./cmd/sluice && \
+		GOARCH=$$arch $(GOBUILD) -o bin/linux-$$arch/sluice-init ./image/init || exit 1; \
+	done
+	$(GOBUILD) -o bin/sluice-image ./cmd/sluice-image
+
+# The appliance (examples/appliance/image.hcl: the quickstart on port 8080)
+# into dist/appliance/: vmlinuz, initramfs.cpio.gz, disk.img (UEFI), oci/
+# and sluice-oci.tar. The kernel comes from Debian's linux-image-amd64
+# (downloaded, not installed); the EFI stub from systemd-boot-efi.
+image: binaries
+	bin/sluice-image build -f examples/appliance/image.hcl -o dist/appliance \
+		--kernel-deb "$$(packaging/kernel-deb.sh dist/kernel)"
 
 clean:
 	rm -rf bin dist

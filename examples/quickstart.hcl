@@ -1,4 +1,4 @@
-# sluice quickstart: an HTTP load balancer on 127.0.0.1:8080 in front of
+# sluice quickstart: an HTTP load balancer on port 8080 in front of
 # two servers that are listen sections of this same file, each answering
 # with its own body.
 #   make run                     then, in another terminal:
@@ -22,7 +22,7 @@ defaults {
 }
 
 frontend "quickstart" {
-  bind            = ["127.0.0.1:8080"]
+  bind            = [":8080"]
   forward_for     = true
   default_backend = "demo"
 }

@@ -31,10 +31,27 @@ func ctlCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	defer c.Close()
 	if fs.NArg() > 0 {
-		fmt.Fprintf(c, "%s\n", strings.Join(fs.Args(), " "))
+		args := fs.Args()
+		if last := args[len(args)-1]; strings.HasPrefix(last, "<<") {
+			// A payload command ("set config <<"): the payload is stdin,
+			// sent up to an end marker, so that it may hold empty lines.
+			payload, err := io.ReadAll(os.Stdin)
+			if err != nil {
+				fmt.Fprintf(stderr, "sluice ctl: reading the payload: %v\n", err)
+				return 1
+			}
+			marker := "SLUICE_PAYLOAD_END"
+			args[len(args)-1] = "<<" + marker
+			if len(payload) > 0 && payload[len(payload)-1] != '\n' {
+				payload = append(payload, '\n')
+			}
+			fmt.Fprintf(c, "%s\n%s%s\n", strings.Join(args, " "), payload, marker)
+		} else {
+			fmt.Fprintf(c, "%s\n", strings.Join(args, " "))
+		}
 		out, _ := io.ReadAll(c)
 		stdout.Write(out)
-		if strings.HasPrefix(string(out), "Permission denied") || strings.HasPrefix(string(out), "Unknown command") {
+		if failed(string(out)) {
 			return 1
 		}
 		return 0
@@ -48,4 +65,14 @@ func ctlCmd(args []string, stdout, stderr io.Writer) int {
 	}()
 	io.Copy(stdout, c)
 	return 0
+}
+
+// failed recognises an answer that reports a failure, for the exit code.
+func failed(out string) bool {
+	for _, p := range []string{"Permission denied", "Unknown command", "set config:", "reload:", "FAIL "} {
+		if strings.HasPrefix(out, p) {
+			return true
+		}
+	}
+	return false
 }

@@ -11,6 +11,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"syscall"
+	"time"
 
 	"sluice/daemon/api"
 	"sluice/daemon/engine"
@@ -33,6 +34,8 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 	control := fs.String("control", defaultControl, "control socket of the master (for sluice reload)")
 	worker := fs.Bool("worker", false, "internal: run as a worker of a master")
 	takeover := fs.String("takeover", "", "with --no-master: take the listening sockets of the sluice behind this admin socket, then make it drain")
+	adminSocket := fs.String("admin-socket", "", "one more admin socket beside the configuration's: a unix socket path or tcp://IP:port")
+	adminLevel := fs.String("admin-level", "admin", "level of --admin-socket: user, operator or admin")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -48,8 +51,20 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 			defer pprof.StopCPUProfile()
 		}
 	}
+	var extraAdmin *hcl.AdminSocket
+	var workerArgs []string
+	if *adminSocket != "" {
+		switch *adminLevel {
+		case "user", "operator", "admin":
+		default:
+			fmt.Fprintf(stderr, "sluice run: --admin-level %q: levels are user, operator and admin\n", *adminLevel)
+			return 2
+		}
+		extraAdmin = &hcl.AdminSocket{Path: *adminSocket, Level: *adminLevel, Mode: 0o600}
+		workerArgs = []string{"--admin-socket", *adminSocket, "--admin-level", *adminLevel}
+	}
 	if !*noMaster && !*worker {
-		return master.Run(master.Options{Paths: *paths, Control: *control, Args: os.Args[1:], Log: log})
+		return master.Run(master.Options{Paths: *paths, Control: *control, Args: os.Args[1:], WorkerArgs: workerArgs, Log: log})
 	}
 	if *worker {
 		log = log.With("worker", os.Getpid())
@@ -58,16 +73,19 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "sluice run: --takeover needs --no-master")
 		return 2
 	}
-	return serve(*paths, *worker, *takeover, log, stderr)
+	return serve(*paths, *worker, *takeover, extraAdmin, log, stderr)
 }
 
 // serve runs one generation in this process: standalone (--no-master) or
 // as a master's worker, which inherits its sockets and says when it is ready.
-func serve(paths []string, worker bool, takeover string, log *slog.Logger, stderr io.Writer) int {
+func serve(paths []string, worker bool, takeover string, extraAdmin *hcl.AdminSocket, log *slog.Logger, stderr io.Writer) int {
 	cfg, _, diags := hcl.Load(paths)
 	hcl.WriteDiagnostics(stderr, diags)
 	if cfg == nil {
 		return 1
+	}
+	if extraAdmin != nil {
+		cfg.Global.AdminSockets = append(cfg.Global.AdminSockets, *extraAdmin)
 	}
 	// Catch signals before serving, so none is lost in between.
 	sigs := make(chan os.Signal, 4)
@@ -132,6 +150,7 @@ func serve(paths []string, worker bool, takeover string, log *slog.Logger, stder
 			log.Warn("cannot tell the predecessor to drain", "err", err)
 		}
 	}
+	var admins []*api.Server
 	for _, a := range cfg.Global.AdminSockets {
 		srv, err := api.Listen(a, log)
 		if err != nil {
@@ -140,10 +159,18 @@ func serve(paths []string, worker bool, takeover string, log *slog.Logger, stder
 		}
 		srv.Listeners = e.Listeners
 		srv.Engine = e
+		srv.ConfigPaths = paths
 		srv.OnDrain = func() { sigs <- syscall.SIGTERM }
 		go srv.Serve()
-		defer srv.Close()
+		admins = append(admins, srv)
 	}
+	// On the way out, stop answering, but let commands under way finish:
+	// a reload asked over this socket answers after we were told to drain.
+	defer func() {
+		for _, srv := range admins {
+			srv.Shutdown(10 * time.Second)
+		}
+	}()
 	if worker {
 		if fd, err := strconv.Atoi(os.Getenv("SLUICE_READY_FD")); err == nil {
 			// Say we serve, then answer the master's health probes.
@@ -180,6 +207,9 @@ func serve(paths []string, worker bool, takeover string, log *slog.Logger, stder
 			return 0
 		default:
 			grace := cfg.Global.HardStopAfter
+			for _, srv := range admins {
+				srv.Close() // a successor may be taking the address over
+			}
 			log.Info("graceful stop: no new connections, waiting for sessions", "signal", sig.String(), "hard_stop_after", grace.String())
 			if !e.Stop(grace) {
 				log.Warn("hard_stop_after reached: closing remaining sessions")

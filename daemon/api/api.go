@@ -7,6 +7,7 @@ package api
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,6 +17,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -41,6 +44,11 @@ type Server struct {
 	Engine *engine.Engine
 	// Started is when the process started, for show info.
 	Started time.Time
+	// ConfigPaths are the configuration paths this process runs from:
+	// set config writes the new configuration there.
+	ConfigPaths []string
+
+	sessions sync.WaitGroup
 }
 
 // Listen opens the socket at cfg.Path. The socket is created beside it and
@@ -49,7 +57,14 @@ type Server struct {
 func Listen(cfg hcl.AdminSocket, log *slog.Logger) (*Server, error) {
 	srv := &Server{cfg: cfg, log: log.With("component", "api", "socket", cfg.Path), Started: time.Now()}
 	if addr, ok := strings.CutPrefix(cfg.Path, "tcp://"); ok {
-		ln, err := net.Listen("tcp", addr)
+		// SO_REUSEPORT: the next generation opens the same address while
+		// this one still answers; this one closes it when told to drain.
+		lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1) })
+			return serr
+		}}
+		ln, err := lc.Listen(context.Background(), "tcp", addr)
 		if err != nil {
 			return nil, err
 		}
@@ -112,9 +127,21 @@ func owner(userName, groupName string) (int, int, error) {
 	return uid, gid, nil
 }
 
-// Close stops answering. The path is left to a successor that may have
+// Close stops accepting. The path is left to a successor that may have
 // taken it over.
 func (s *Server) Close() { s.ln.Close() }
+
+// Shutdown stops accepting and waits, up to wait, for the commands under
+// way to finish.
+func (s *Server) Shutdown(wait time.Duration) {
+	s.ln.Close()
+	done := make(chan struct{})
+	go func() { s.sessions.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(wait):
+	}
+}
 
 // Serve answers connections until Close.
 func (s *Server) Serve() {
@@ -123,11 +150,13 @@ func (s *Server) Serve() {
 		if err != nil {
 			return
 		}
+		s.sessions.Add(1)
 		go s.session(c)
 	}
 }
 
 func (s *Server) session(c net.Conn) {
+	defer s.sessions.Done()
 	defer c.Close()
 	defer func() {
 		if r := recover(); r != nil {
@@ -144,6 +173,17 @@ func (s *Server) session(c net.Conn) {
 		}
 		c.SetReadDeadline(time.Now().Add(5 * time.Minute))
 		line, err := r.ReadString('\n')
+		if cmd, payload, ok := readPayload(r, line); ok {
+			// "COMMAND <<" takes the lines up to an empty one as its
+			// payload, as HAProxy's CLI does; "COMMAND <<WORD" takes them
+			// up to a line that is WORD, so that a payload may hold empty
+			// lines (a configuration file does).
+			s.payloadCommand(c, cmd, payload)
+			if !interactive {
+				return
+			}
+			continue
+		}
 		for _, cmd := range strings.Split(strings.TrimSpace(line), ";") {
 			switch cmd = strings.TrimSpace(cmd); cmd {
 			case "":

@@ -49,6 +49,8 @@ func init() {
 		{[]string{"shutdown", "sessions", "server"}, "admin", "shutdown sessions server B/S            : kill every session of a server", cmdShutdownSessions},
 		{[]string{"clear", "counters"}, "operator", "clear counters [all]                    : reset maximums (all: every counter)", cmdClearCounters},
 		{[]string{"set", "maxconn", "server"}, "admin", "set maxconn server B/S N                : change a server's connection cap", cmdSetMaxConn},
+		{[]string{"set", "config"}, "admin", "set config <<EOF                        : replace the configuration file (payload up to a line EOF)", cmdSetConfig},
+		{[]string{"reload"}, "admin", "reload                                  : ask the master to reload, and wait for the outcome", cmdReload},
 		{[]string{"_drain"}, "admin", "_drain                                  : stop accepting and finish the sessions under way", cmdDrain},
 	}
 }

@@ -39,6 +39,10 @@ import (
 // EnvState carries the master's state across a re-exec.
 const EnvState = "SLUICE_MASTER_STATE"
 
+// EnvControl tells a worker where its master's control socket is, for
+// the runtime API's reload command.
+const EnvControl = "SLUICE_CONTROL"
+
 // maxDraining caps old generations still draining; the oldest is killed
 // first when a reload would exceed it.
 const maxDraining = 8
@@ -51,6 +55,8 @@ type Options struct {
 	Paths   []string // configuration paths, as given to sluice run
 	Control string   // path of the control socket (sluice reload talks to it)
 	Args    []string // the command line after the program name, for re-exec
+	// WorkerArgs are added to each worker's command line (after -f PATH...).
+	WorkerArgs []string
 	Log     *slog.Logger
 }
 
@@ -282,8 +288,9 @@ func (m *Master) spawn(gen int) (*worker, error) {
 	for _, p := range m.opt.Paths {
 		argv = append(argv, "-f", p)
 	}
+	argv = append(argv, m.opt.WorkerArgs...)
 	env := append(workerEnv(), "SLUICE_READY_FD=3", listen.EnvFDs+"="+listen.Encode(addrs, 4),
-		fmt.Sprintf("SLUICE_GENERATION=%d", gen))
+		fmt.Sprintf("SLUICE_GENERATION=%d", gen), EnvControl+"="+m.opt.Control)
 	pid, err := syscall.ForkExec(exe, argv, &syscall.ProcAttr{Env: env, Files: files})
 	readyW.Close()
 	if err != nil {
@@ -324,7 +331,7 @@ func workerEnv() []string {
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
 		switch k {
-		case EnvState, "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID", listen.EnvFDs:
+		case EnvState, "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID", listen.EnvFDs, EnvControl:
 			continue
 		}
 		env = append(env, kv)
