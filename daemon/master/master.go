@@ -57,7 +57,7 @@ type Options struct {
 	Args    []string // the command line after the program name, for re-exec
 	// WorkerArgs are added to each worker's command line (after -f PATH...).
 	WorkerArgs []string
-	Log     *slog.Logger
+	Log        *slog.Logger
 }
 
 // state is what survives a re-exec, as JSON in EnvState.
