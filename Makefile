@@ -21,7 +21,7 @@ run: build
 	bin/sluice run --no-master -f examples/quickstart.hcl
 
 # Every test: tools, static build check, vet, unit and end-to-end tests.
-test: test-deps build check-static vet
+test: test-deps build binaries check-static vet
 	$(GO) test -count=1 -timeout 20m ./...
 	bin/sluice check -f examples/quickstart.hcl
 

@@ -2,11 +2,16 @@
 # Installs the tools the test suites use, on Debian, when run as root.
 # Elsewhere it names what is missing; under CI=true a missing tool fails.
 set -euo pipefail
-need=(file:file nginx:nginx strace:strace systemd-analyze:systemd prlimit:util-linux chromium:chromium lintian:lintian rpm:rpm debootstrap:debootstrap systemd-nspawn:systemd-container rpmlint:rpmlint)
+need=(file:file nginx:nginx strace:strace systemd-analyze:systemd prlimit:util-linux chromium:chromium lintian:lintian rpm:rpm debootstrap:debootstrap systemd-nspawn:systemd-container rpmlint:rpmlint
+  qemu-system-x86_64:qemu-system-x86 /usr/share/OVMF/OVMF_CODE_4M.fd:ovmf /usr/lib/systemd/boot/efi/linuxx64.efi.stub:systemd-boot-efi)
 missing=()
 for pair in "${need[@]}"; do
   cmd=${pair%%:*} pkg=${pair##*:}
-  command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+  if [[ $cmd == /* ]]; then
+    [ -e "$cmd" ] || missing+=("$pkg") # a file the package ships
+  else
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+  fi
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
