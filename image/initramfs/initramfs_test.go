@@ -18,6 +18,7 @@ func TestReadBack(t *testing.T) {
 	if err := a.WriteCpio(&buf); err != nil {
 		t.Fatal(err)
 	}
+	raw := bytes.Clone(buf.Bytes())
 	r := cpio.NewReader(&buf)
 	got := map[string]*cpio.Header{}
 	var names []string
@@ -56,7 +57,6 @@ func TestReadBack(t *testing.T) {
 		t.Errorf("symlink target %q", h.Linkname)
 	}
 	// Device numbers: rdevmajor and rdevminor, fields 10 and 11.
-	raw := buf.Bytes()
 	i := bytes.Index(raw, []byte("dev/console\x00"))
 	hdr := string(raw[i-110 : i])
 	if hdr[6+9*8:6+10*8] != "00000005" || hdr[6+10*8:6+11*8] != "00000001" {
