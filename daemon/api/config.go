@@ -84,6 +84,7 @@ func (s *Server) setConfig(payload []byte) string {
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Sprintf("set config: cannot replace %s: %v; nothing changed", path, err)
 	}
+	syncFile(filepath.Dir(path)) // the rename itself, on disk
 	s.log.Info("configuration replaced over the runtime API", "path", path, "bytes", len(payload))
 	return fmt.Sprintf("Configuration written to %s (%d bytes); reload to apply it.", path, len(payload))
 }

@@ -185,6 +185,9 @@ func (b *builder) appliance() error {
 		return err
 	}
 	conf := initconf.Config{Hostname: b.s.Hostname, Network: b.s.Network, Sysctls: b.s.Sysctls, Admin: b.s.Admin, Config: cfgPath}
+	if b.s.Wants(spec.OutDisk) && b.s.Disk.DataSize > 0 {
+		conf.DataPartition = disk.DataPartition
+	}
 	a := initramfs.New()
 	for _, d := range []string{"proc", "sys", "dev", "run", "tmp", "var/lib/sluice", "etc/sluice"} {
 		a.Dir(d, 0o755)

@@ -47,6 +47,9 @@ func main() {
 	}
 	applySysctls(cfg.Sysctls)
 	raiseLimits()
+	if cfg.DataPartition != "" {
+		cfg.Config = persistentConfig(cfg.DataPartition, cfg.Config)
+	}
 	// Ctrl-Alt-Del becomes SIGINT to us instead of an immediate reboot.
 	unix.Reboot(unix.LINUX_REBOOT_CMD_CAD_OFF)
 	if err := setupNetwork(cfg); err != nil {

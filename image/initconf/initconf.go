@@ -25,7 +25,13 @@ type Config struct {
 	Sysctls  map[string]string `json:"sysctls"`
 	Admin    *Admin            `json:"admin,omitempty"`
 	Config   string            `json:"config"` // SluiceConfig, or the directory holding the configuration
+	// DataPartition is the GPT name of a partition to mount on DataDir,
+	// where the configuration then lives and persists; empty: none.
+	DataPartition string `json:"data_partition,omitempty"`
 }
+
+// DataDir is where the data partition is mounted.
+const DataDir = "/var/lib/sluice"
 
 // Interface is one network interface's settings.
 type Interface struct {

@@ -37,6 +37,10 @@ var NetDrivers = []string{"virtio_pci", "virtio_net", "e1000", "e1000e", "igb", 
 // bootModules make the ACPI power button reach the init as a key press.
 var bootModules = []string{"button", "evdev"}
 
+// DataModules let the init find and mount the data partition: disk
+// controllers (virtio, NVMe, SATA) and FAT.
+var DataModules = []string{"virtio_blk", "nvme", "ahci", "sd_mod", "vfat", "nls_cp437", "nls_ascii"}
+
 // Spec is a checked image.hcl. Paths are absolute.
 type Spec struct {
 	File     string // image.hcl itself
@@ -94,7 +98,11 @@ func (s *Spec) Wants(output string) bool { return slices.Contains(s.Outputs, out
 
 // Modules are the modules to load at boot, in the order asked.
 func (s *Spec) Modules() []string {
-	return append(append(slices.Clone(NetDrivers), bootModules...), s.Kernel.Load...)
+	m := append(slices.Clone(NetDrivers), bootModules...)
+	if s.Wants(OutDisk) && s.Disk.DataSize > 0 {
+		m = append(m, DataModules...)
+	}
+	return append(m, s.Kernel.Load...)
 }
 
 // The schema, decoded with gohcl. Attributes that are checked beyond

@@ -413,15 +413,29 @@ func TestBootUEFIDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(vars, b, 0o644)
-	v := boot(t, "-machine", "q35",
-		"-drive", "if=pflash,format=raw,readonly=on,file="+ovmfCode,
-		"-drive", "if=pflash,format=raw,file="+vars,
-		"-drive", "file="+filepath.Join(out, "disk.img")+",format=raw,if=virtio")
+	machine := []string{"-machine", "q35",
+		"-drive", "if=pflash,format=raw,readonly=on,file=" + ovmfCode,
+		"-drive", "if=pflash,format=raw,file=" + vars,
+		"-drive", "file=" + filepath.Join(out, "disk.img") + ",format=raw,if=virtio"}
+	v := boot(t, machine...)
 	v.waitServing(3 * time.Minute)
-	if log := v.log(); !strings.Contains(log, "EFI stub") {
+	log := v.log()
+	if !strings.Contains(log, "EFI stub") {
 		t.Errorf("console does not show the kernel started by the EFI stub")
 	}
+	if !strings.Contains(log, "mounted data partition") {
+		t.Errorf("the data partition was not mounted")
+	}
 	exercise(t, v)
+
+	// The configuration pushed over the admin socket was kept on the data
+	// partition: a second boot of the same disk serves it.
+	v = boot(t, machine...)
+	v.waitServing(3 * time.Minute)
+	if got := answers(t, v.http, 2); got["reloaded one"] != 1 || got["reloaded two"] != 1 {
+		t.Errorf("after a reboot: %v, want the configuration pushed before it", got)
+	}
+	v.powerOff()
 }
 
 // tree hashes every file under dir.
