@@ -279,7 +279,7 @@ func (v *vm) waitServing(timeout time.Duration) {
 		if time.Now().After(deadline) {
 			v.t.Fatalf("the appliance did not answer within %s", timeout)
 		}
-		time.Sleep(time.Second)
+		time.Sleep(250 * time.Millisecond)
 	}
 }
 
