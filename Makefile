@@ -65,6 +65,8 @@ binaries:
 		GOARCH=$$arch $(GOBUILD) -o bin/linux-$$arch/sluice-init ./image/init || exit 1; \
 	done
 	$(GOBUILD) -o bin/sluice-image ./cmd/sluice-image
+	@# The image builder runs on macOS build hosts too.
+	GOOS=darwin GOARCH=arm64 CGO_ENABLED=0 $(GO) build -o /dev/null ./cmd/sluice-image
 
 # The appliance (examples/appliance/image.hcl: the quickstart on port 8080)
 # into dist/appliance/: vmlinuz, initramfs.cpio.gz, disk.img (UEFI), oci/

@@ -204,14 +204,15 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// boot starts qemu with the given machine arguments plus user networking.
-func boot(t *testing.T, machine ...string) *vm {
+// boot starts qemu with the given machine arguments plus user networking
+// through a network card of the given model.
+func boot(t *testing.T, nic string, machine ...string) *vm {
 	t.Helper()
 	need(t, "qemu-system-x86_64", "qemu-system-x86")
 	v := &vm{t: t, console: &bytes.Buffer{}, mu: &sync.Mutex{}, http: freePort(t), tcp: freePort(t), admin: freePort(t),
 		monitor: filepath.Join(t.TempDir(), "monitor.sock"), exited: make(chan struct{})}
 	args := append([]string{"-m", "512", "-nographic", "-no-reboot", "-monitor", "unix:" + v.monitor + ",server,nowait",
-		"-nic", fmt.Sprintf("user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:%d-:8080,hostfwd=tcp:127.0.0.1:%d-:9000,hostfwd=tcp:127.0.0.1:%d-:9999", v.http, v.tcp, v.admin)},
+		"-nic", fmt.Sprintf("user,model=%s,hostfwd=tcp:127.0.0.1:%d-:8080,hostfwd=tcp:127.0.0.1:%d-:9000,hostfwd=tcp:127.0.0.1:%d-:9999", nic, v.http, v.tcp, v.admin)},
 		machine...)
 	v.cmd = exec.Command("qemu-system-x86_64", args...)
 	v.cmd.Stdout = lockedWriter{v.mu, v.console}
@@ -390,7 +391,7 @@ func TestBootInitramfs(t *testing.T) {
 	}
 	t.Logf("initramfs: %.1f MiB", float64(st.Size())/(1<<20))
 	// Only what the issue allows: -kernel, -initrd, console=ttyS0.
-	v := boot(t, "-kernel", filepath.Join(out, "vmlinuz"), "-initrd", filepath.Join(out, "initramfs.cpio.gz"), "-append", "console=ttyS0")
+	v := boot(t, "virtio-net-pci", "-kernel", filepath.Join(out, "vmlinuz"), "-initrd", filepath.Join(out, "initramfs.cpio.gz"), "-append", "console=ttyS0")
 	v.waitServing(3 * time.Minute)
 	exercise(t, v)
 }
@@ -417,7 +418,7 @@ func TestBootUEFIDisk(t *testing.T) {
 		"-drive", "if=pflash,format=raw,readonly=on,file=" + ovmfCode,
 		"-drive", "if=pflash,format=raw,file=" + vars,
 		"-drive", "file=" + filepath.Join(out, "disk.img") + ",format=raw,if=virtio"}
-	v := boot(t, machine...)
+	v := boot(t, "e1000e", machine...)
 	v.waitServing(3 * time.Minute)
 	log := v.log()
 	if !strings.Contains(log, "EFI stub") {
@@ -430,7 +431,7 @@ func TestBootUEFIDisk(t *testing.T) {
 
 	// The configuration pushed over the admin socket was kept on the data
 	// partition: a second boot of the same disk serves it.
-	v = boot(t, machine...)
+	v = boot(t, "e1000", machine...) // the same disk on another card
 	v.waitServing(3 * time.Minute)
 	if got := answers(t, v.http, 2); got["reloaded one"] != 1 || got["reloaded two"] != 1 {
 		t.Errorf("after a reboot: %v, want the configuration pushed before it", got)
