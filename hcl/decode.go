@@ -474,7 +474,30 @@ func (d *decoder) sourcePool(name string, blk *hcl.Block, pb *sourcePoolBlock) *
 		d.errorf(pb.Ports.Range(), "Invalid port range", "ports must be \"low-high\" within 1-65535, not %q.", ports)
 	}
 	sp.PortLow, sp.PortHigh = uint16(l), uint16(h)
+	if sp.NAT && len(sp.Addresses) > 0 && !d.diags.HasErrors() {
+		// sluice binds the first address, one local port per connection,
+		// and each slice of those ports is rewritten to one pool address.
+		// A local address has 64K ports: that bounds a nat pool.
+		n := len(sp.Addresses) * (h - l + 1)
+		if l+n-1 > 65535 {
+			d.errorf(pb.Ports.Range(), "nat pool too large", "With nat = true sluice binds only %s and needs one of its local ports per connection: %d addresses x %d ports is %d, more than the %d ports from %d up. Narrow ports (for example \"%d-%d\"), or use nat = false, where sluice binds every address itself.",
+				sp.Addresses[0], len(sp.Addresses), h-l+1, n, 65535-l+1, l, l, l+(65535-l+1)/len(sp.Addresses)-1)
+		}
+		for _, a := range sp.Addresses {
+			if !a.Is4() {
+				d.errorf(pb.Addresses.Range(), "nat pool needs IPv4", "nat = true rewrites IPv4 sources; %s is not one.", a)
+				break
+			}
+		}
+	}
 	return sp
+}
+
+// LocalPorts is the range of local ports sluice uses on the first address
+// of a nat pool: one slice of PortHigh-PortLow+1 ports per pool address.
+func (p *SourcePool) LocalPorts() (low, high uint16) {
+	n := len(p.Addresses) * (int(p.PortHigh) - int(p.PortLow) + 1)
+	return p.PortLow, uint16(int(p.PortLow) + n - 1)
 }
 
 // poolRef resolves source_pool = "name"; it cannot be combined with source.

@@ -54,8 +54,12 @@ func newTarget(sc *hcl.Server, cfg *hcl.Backend) *target {
 	}
 	switch {
 	case pool != nil && pool.NAT:
-		// The kernel rewrites the source over the pool (sluice net apply).
-		t.dialer, t.source = &source.Dialer{Addr: pool.Addresses[0]}, "pool "+pool.Name
+		// sluice binds the first address; the kernel rewrites each slice
+		// of its local ports to one pool address (sluice net apply).
+		lo, _ := pool.LocalPorts()
+		p := source.NewSlicedPool(pool.Addresses[0], lo, int(pool.PortHigh)-int(pool.PortLow)+1, len(pool.Addresses))
+		t.dialer, t.inUse = p, p.InUse
+		t.source = fmt.Sprintf("nat pool %s (%d addresses, ports %d-%d)", pool.Name, len(pool.Addresses), pool.PortLow, pool.PortHigh)
 	case pool != nil:
 		p := source.NewPool(pool.Addresses, pool.PortLow, pool.PortHigh)
 		t.dialer, t.inUse = p, p.InUse

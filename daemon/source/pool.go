@@ -29,6 +29,20 @@ func NewPool(addrs []netip.Addr, low, high uint16) *Pool {
 	return p
 }
 
+// NewSlicedPool returns a pool over one address whose ports are cut in
+// slices of n from low, one per slice: a nat pool, where the kernel
+// rewrites each slice of local ports to its own pool address, so that
+// spreading over the slices spreads over the addresses.
+func NewSlicedPool(addr netip.Addr, low uint16, n, slices int) *Pool {
+	p := &Pool{}
+	for i := range slices {
+		lo := int(low) + i*n
+		p.addrs = append(p.addrs, addr)
+		p.ports = append(p.ports, NewPorts(uint16(lo), uint16(lo+n-1)))
+	}
+	return p
+}
+
 // Size is the number of (address, port) pairs.
 func (p *Pool) Size() int { return len(p.addrs) * p.ports[0].Size() }
 

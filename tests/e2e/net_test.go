@@ -6,11 +6,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 )
+
+var netnsCount atomic.Int64
 
 // netns is a network namespace made for one test, removed at its end.
 type netns struct {
@@ -27,7 +30,7 @@ func newNetns(t *testing.T) *netns {
 		}
 		t.Skip("network namespaces need root")
 	}
-	n := &netns{t: t, name: fmt.Sprintf("sluice-%d-%d", os.Getpid(), len(t.Name()))}
+	n := &netns{t: t, name: fmt.Sprintf("sluice-%d-%d", os.Getpid(), netnsCount.Add(1))}
 	if out, err := exec.Command("ip", "netns", "add", n.name).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v\n%s", err, out)
 	}
@@ -135,7 +138,8 @@ source_pool "n" {
 }
 `), 0o644)
 	plan := ns.must(sluiceBin, "net", "plan", "-f", cfg)
-	if !strings.Contains(plan, "ip saddr 198.18.0.8 meta l4proto tcp snat ip to 198.18.0.8-198.18.0.11:20000-20999") {
+	if !strings.Contains(plan, "ip saddr 198.18.0.8 tcp sport 20000-23999 snat ip to tcp sport map @pool_n") ||
+		!strings.Contains(plan, "# 23000-23999 : 198.18.0.11 . 20000-20999") {
 		t.Errorf("plan:\n%s", plan)
 	}
 	tables := func() []string {
@@ -156,6 +160,11 @@ source_pool "n" {
 				if ch.Table.Name != tb.Name {
 					continue
 				}
+				sets, _ := c.GetSets(tb)
+				for _, set := range sets {
+					elems, _ := c.GetSetElements(set)
+					out = append(out, fmt.Sprintf("%s/%s/%d", tb.Name, set.Name, len(elems)))
+				}
 				rules, _ := c.GetRules(tb, ch)
 				for _, r := range rules {
 					for _, e := range r.Exprs {
@@ -173,8 +182,8 @@ source_pool "n" {
 	}
 	ns.must(sluiceBin, "net", "apply", "-f", cfg)
 	ns.must(sluiceBin, "net", "apply", "-f", cfg)
-	if got := tables(); len(got) != 1 || got[0] != "sluice/postrouting/snat" {
-		t.Errorf("after apply twice, SNAT rules: %v; want one in sluice/postrouting", got)
+	if got := tables(); len(got) != 2 || got[0] != "sluice/pool_n/4000" || got[1] != "sluice/postrouting/snat" {
+		t.Errorf("after apply twice: %v; want a map of 4000 local ports and one SNAT rule in sluice/postrouting", got)
 	}
 	ns.must(sluiceBin, "net", "remove", "-f", cfg)
 	if got := tables(); len(got) != 0 {
