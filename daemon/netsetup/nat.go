@@ -136,7 +136,7 @@ func ApplyNAT(rules []NATRule) error {
 		}
 	}
 	if err := c.Flush(); err != nil {
-		return explain("installing nftables rules (is nf_tables in the kernel?)", err)
+		return explain("nftables: installing the rules", err)
 	}
 	return nil
 }
@@ -151,7 +151,7 @@ func RemoveNAT() (bool, error) {
 		return false, nil
 	}
 	c.DelTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: TableName})
-	return true, explain("removing the nftables table", c.Flush())
+	return true, explain("nftables: removing the table", c.Flush())
 }
 
 func exists(c *nftables.Conn) bool {

@@ -12,8 +12,10 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"sluice/hcl"
 )
@@ -159,7 +161,16 @@ func explain(what string, err error) error {
 	if errors.Is(err, os.ErrPermission) {
 		return fmt.Errorf("%s: no permission (sluice net needs root or CAP_NET_ADMIN): %w", what, err)
 	}
+	if strings.HasPrefix(what, "nftables") && noNFTables(err) {
+		return fmt.Errorf("%s: the kernel has no nf_tables (load the nf_tables module, or use nat = false, which needs no rules): %w", what, err)
+	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+// noNFTables recognises what netlink answers when the kernel has no
+// nf_tables: no such netfilter subsystem, or no netfilter netlink at all.
+func noNFTables(err error) bool {
+	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EPROTONOSUPPORT) || errors.Is(err, unix.EAFNOSUPPORT) || errors.Is(err, unix.EOPNOTSUPP)
 }
 
 func sortedPools(cfg *hcl.Config) []string {

@@ -3,12 +3,14 @@ package packages
 import (
 	"bufio"
 	"fmt"
+	"github.com/google/nftables"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,17 +28,20 @@ type container struct {
 	leader string
 }
 
-func bootContainer(t *testing.T) *container {
+var containers atomic.Int64
+
+// bootContainer boots the Debian root; extra arguments go to nspawn.
+func bootContainer(t *testing.T, extra ...string) *container {
 	t.Helper()
 	need(t, "systemd-nspawn", "systemd-container")
 	need(t, "debootstrap", "debootstrap")
 	base := strings.TrimSpace(run(t, "tests/packages/rootfs.sh"))
-	c := &container{t: t, name: fmt.Sprintf("sluice-test-%d", os.Getpid()), upper: t.TempDir()}
+	c := &container{t: t, name: fmt.Sprintf("sluice-test-%d-%d", os.Getpid(), containers.Add(1)), upper: t.TempDir()}
 	// The launching shell moves into a cgroup of its own in both
 	// hierarchies, so that containers do not collide, then becomes nspawn.
 	script := `for h in systemd unified; do mkdir -p /sys/fs/cgroup/$h/$0 && echo $$ > /sys/fs/cgroup/$h/$0/cgroup.procs; done
-exec systemd-nspawn --quiet --register=no --keep-unit -b --console=pipe --overlay="$1:$2:/" -D "$1" -M "$0"`
-	c.nspawn = exec.Command("bash", "-c", script, c.name, base, c.upper)
+exec systemd-nspawn --quiet --register=no --keep-unit -b --console=pipe --overlay="$1:$2:/" -D "$1" -M "$0" "${@:3}"`
+	c.nspawn = exec.Command("bash", append([]string{"-c", script, c.name, base, c.upper}, extra...)...)
 	if err := c.nspawn.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -249,4 +254,92 @@ func TestUnderSystemd(t *testing.T) {
 	if out, err := c.sh("getent passwd sluice"); err == nil {
 		t.Errorf("dpkg -P left the user: %s", out)
 	}
+}
+
+// TestNetUnit runs sluice-net.service under systemd, in a network
+// namespace of the test's own: starting it adds the pool's addresses and
+// its nftables table with only CAP_NET_ADMIN; stopping it removes both.
+func TestNetUnit(t *testing.T) {
+	if os.Getenv("CI") != "true" && os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	ns := fmt.Sprintf("sluice-unit-%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	inNS := func(args ...string) string {
+		out, err := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	inNS("ip", "link", "add", "pool0", "type", "veth", "peer", "name", "pool1")
+	inNS("ip", "link", "set", "pool0", "up")
+	// The container's systemd brings lo up: compare the pool's interface.
+	before := inNS("ip", "-o", "addr", "show", "dev", "pool0")
+
+	run(t, "packaging/build.sh", version, ldflags)
+	deb, _ := os.ReadFile(filepath.Join(repo, outputs[0]))
+	// nspawn grants CAP_NET_ADMIN only with a private network: ask for it.
+	c := bootContainer(t, "--network-namespace-path=/run/netns/"+ns, "--capability=CAP_NET_ADMIN")
+	c.put("var/tmp/sluice.deb", deb)
+	c.mustSh("dpkg -i /var/tmp/sluice.deb")
+	c.put("etc/sluice/conf.d/pool.hcl", []byte(`source_pool "egress" {
+  addresses = ["198.18.5.10/31"]
+  ports     = "20000-20999"
+  interface = "pool0"
+  nat       = true
+}
+`))
+	if out, err := c.sh("systemctl restart sluice-net"); err != nil {
+		st, _ := c.sh("journalctl -u sluice-net --no-pager | tail -20")
+		t.Fatalf("systemctl restart sluice-net: %v\n%s\n%s", err, out, st)
+	}
+	props := c.mustSh("systemctl show sluice-net -p ActiveState -p CapabilityBoundingSet -p NoNewPrivileges")
+	for _, want := range []string{"ActiveState=active", "CapabilityBoundingSet=cap_net_admin", "NoNewPrivileges=yes"} {
+		if !strings.Contains(props, want) {
+			t.Errorf("sluice-net properties lack %s:\n%s", want, props)
+		}
+	}
+	addrs := inNS("ip", "-o", "addr", "show", "dev", "pool0")
+	for _, a := range []string{"198.18.5.10/32", "198.18.5.11/32"} {
+		if !strings.Contains(addrs, a) {
+			t.Errorf("after start, pool0 lacks %s:\n%s", a, addrs)
+		}
+	}
+	if !sluiceTable(t, ns) {
+		t.Error("after start, no nftables table inet sluice in the namespace")
+	}
+	c.mustSh("systemctl stop sluice-net")
+	if got := inNS("ip", "-o", "addr", "show", "dev", "pool0"); got != before {
+		t.Errorf("after stop the addresses differ:\nbefore:\n%s\nafter:\n%s", before, got)
+	}
+	if sluiceTable(t, ns) {
+		t.Error("after stop, the nftables table inet sluice is still there")
+	}
+}
+
+// sluiceTable reports whether the namespace holds sluice's nftables table.
+func sluiceTable(t *testing.T, ns string) bool {
+	f, err := os.Open("/run/netns/" + ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	c, err := nftables.New(nftables.WithNetNSFd(int(f.Fd())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tb := range tables {
+		if tb.Name == "sluice" {
+			return true
+		}
+	}
+	return false
 }
