@@ -7,7 +7,7 @@ DATE ?= $(shell date -u -d @$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/
 LDFLAGS := -s -w -X sluice/version.Version=$(VERSION) -X sluice/version.Commit=$(COMMIT) -X sluice/version.Date=$(DATE)
 GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -tags netgo,osusergo -ldflags "$(LDFLAGS)"
 
-.PHONY: all build binaries run test test-deps check-static vet unit e2e bench-tcp bench-http packages image clean
+.PHONY: all build binaries run test test-deps check-static vet unit e2e bench-tcp bench-http bench-pool packages image clean
 
 all: build
 
@@ -50,6 +50,11 @@ bench-tcp: build
 # to nginx (not in make test; needs haproxy, nginx and wrk).
 bench-http: build
 	$(GO) run ./tests/bench/http -sluice bin/sluice
+
+# Memory per held connection through a source pool, sluice and HAProxy,
+# in three network namespaces (not in make test; needs root and haproxy).
+bench-pool: build
+	$(GO) run ./tests/bench/pool -sluice bin/sluice
 
 # .deb and .rpm for amd64 and arm64 (nfpm, pinned as a Go tool in go.mod).
 # Reproducible: the same commit and SOURCE_DATE_EPOCH give the same bytes.

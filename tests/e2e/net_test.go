@@ -142,54 +142,58 @@ source_pool "n" {
 		!strings.Contains(plan, "# 23000-23999 : 198.18.0.11 . 20000-20999") {
 		t.Errorf("plan:\n%s", plan)
 	}
-	tables := func() []string {
-		f, err := os.Open("/run/netns/" + ns.name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		c, err := nftables.New(nftables.WithNetNSFd(int(f.Fd())))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out []string
-		ts, _ := c.ListTables()
-		for _, tb := range ts {
-			chains, _ := c.ListChainsOfTableFamily(tb.Family)
-			for _, ch := range chains {
-				if ch.Table.Name != tb.Name {
-					continue
-				}
-				sets, _ := c.GetSets(tb)
-				for _, set := range sets {
-					elems, _ := c.GetSetElements(set)
-					out = append(out, fmt.Sprintf("%s/%s/%d", tb.Name, set.Name, len(elems)))
-				}
-				rules, _ := c.GetRules(tb, ch)
-				for _, r := range rules {
-					for _, e := range r.Exprs {
-						if n, ok := e.(*expr.NAT); ok && n.Type == expr.NATTypeSourceNAT {
-							out = append(out, tb.Name+"/"+ch.Name+"/snat")
-						}
-					}
-				}
-			}
-		}
-		return out
-	}
-	if got := tables(); len(got) != 0 {
+	if got := natTables(t, ns); len(got) != 0 {
 		t.Fatalf("a fresh namespace has rules: %v", got)
 	}
 	ns.must(sluiceBin, "net", "apply", "-f", cfg)
 	ns.must(sluiceBin, "net", "apply", "-f", cfg)
-	if got := tables(); len(got) != 2 || got[0] != "sluice/pool_n/4000" || got[1] != "sluice/postrouting/snat" {
+	if got := natTables(t, ns); len(got) != 2 || got[0] != "sluice/pool_n/4000" || got[1] != "sluice/postrouting/snat" {
 		t.Errorf("after apply twice: %v; want a map of 4000 local ports and one SNAT rule in sluice/postrouting", got)
 	}
 	ns.must(sluiceBin, "net", "remove", "-f", cfg)
-	if got := tables(); len(got) != 0 {
+	if got := natTables(t, ns); len(got) != 0 {
 		t.Errorf("after remove: %v", got)
 	}
 	if out := ns.must("ip", "-o", "addr", "show", "dev", "veth0"); strings.Contains(out, "198.18.0.") {
 		t.Errorf("remove left addresses:\n%s", out)
 	}
+}
+
+// natTables lists, through the nftables library, the maps (with their
+// element counts) and the SNAT rules in the namespace's tables.
+func natTables(t *testing.T, ns *netns) []string {
+	t.Helper()
+	f, err := os.Open("/run/netns/" + ns.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	c, err := nftables.New(nftables.WithNetNSFd(int(f.Fd())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	ts, _ := c.ListTables()
+	for _, tb := range ts {
+		chains, _ := c.ListChainsOfTableFamily(tb.Family)
+		for _, ch := range chains {
+			if ch.Table.Name != tb.Name {
+				continue
+			}
+			sets, _ := c.GetSets(tb)
+			for _, set := range sets {
+				elems, _ := c.GetSetElements(set)
+				out = append(out, fmt.Sprintf("%s/%s/%d", tb.Name, set.Name, len(elems)))
+			}
+			rules, _ := c.GetRules(tb, ch)
+			for _, r := range rules {
+				for _, e := range r.Exprs {
+					if n, ok := e.(*expr.NAT); ok && n.Type == expr.NATTypeSourceNAT {
+						out = append(out, tb.Name+"/"+ch.Name+"/snat")
+					}
+				}
+			}
+		}
+	}
+	return out
 }

@@ -207,6 +207,12 @@ backend "big" {
 `, quoted, nat)), 0o644)
 	tp.lb.must(sluiceBin, "net", "apply", "-f", cfg)
 	t.Cleanup(func() { tp.lb.run(sluiceBin, "net", "remove", "-f", cfg) })
+	if nat {
+		want := fmt.Sprintf("[sluice/pool_p/%d sluice/postrouting/snat]", capacity)
+		if got := fmt.Sprint(natTables(t, tp.lb)); got != want {
+			t.Fatalf("nftables in the balancer: %s, want %s", got, want)
+		}
+	}
 
 	cmd := exec.Command("ip", "netns", "exec", tp.lb.name, sluiceBin, "run", "--no-master", "-f", cfg)
 	stderr, _ := cmd.StderrPipe()
