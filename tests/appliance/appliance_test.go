@@ -366,6 +366,10 @@ func exercise(t *testing.T, v *vm) {
 	if got := answers(t, v.http, 2); got["reloaded one"] != 1 || got["reloaded two"] != 1 {
 		t.Errorf("after the reload: %v, want the new configuration's answers", got)
 	}
+	// The new generation took the admin address over from the old one.
+	if out := v.adminCmd("show proc", ""); !strings.Contains(out, "worker") || !strings.Contains(out, " 2 ") {
+		t.Errorf("show proc after the reload, over the admin socket: %q, want the generation 2 worker", out)
+	}
 	log := v.log()
 	for _, want := range []string{"sluice-init: loaded", "DHCP lease 10.0.2.15/24", "sysctl net.core.somaxconn = 2048", "started sluice", "reloaded"} {
 		if !strings.Contains(log, want) {
