@@ -18,6 +18,8 @@ import (
 	"regexp"
 	"strconv"
 	"time"
+
+	"sluice/tests/bench/benchutil"
 )
 
 var (
@@ -49,7 +51,7 @@ func main() {
 	rand.Read(big)
 	os.WriteFile(filepath.Join(dir, "64k.bin"), big, 0o644)
 
-	origin := freeAddr()
+	origin := benchutil.FreeAddr()
 	ng := startNginx(dir, origin)
 	defer stop(ng)
 	waitListening(origin)
@@ -167,7 +169,7 @@ http {
 }
 
 func startSluice(dir, origin string) (*exec.Cmd, string) {
-	front := freeAddr()
+	front := benchutil.FreeAddr()
 	cfg := fmt.Sprintf(`
 global {
   maxconn = 5000
@@ -198,7 +200,7 @@ func startHAProxy(dir, origin string) (*exec.Cmd, string) {
 		fmt.Fprintln(os.Stderr, "haproxy not installed (apt-get install haproxy): skipping it")
 		return nil, ""
 	}
-	front := freeAddr()
+	front := benchutil.FreeAddr()
 	cfg := fmt.Sprintf(`
 global
   maxconn 5000
@@ -240,28 +242,17 @@ func stop(cmd *exec.Cmd) {
 	}
 }
 
-func freeAddr() string {
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 func waitListening(addr string) {
-	for range 100 {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !benchutil.WaitListening(addr) {
+		fmt.Fprintln(os.Stderr, "nothing listens on", addr)
+		os.Exit(1)
 	}
-	fmt.Fprintln(os.Stderr, "nothing listens on", addr)
-	os.Exit(1)
 }
 
 // idleMemory opens keep-alive connections that each made one request and
 // then wait, and returns the proxy's resident memory per connection.
 func idleMemory(pid int, addr string) float64 {
-	before := rssKB(pid)
+	before := benchutil.RSSKB(pid)
 	var held []net.Conn
 	defer func() {
 		for _, c := range held {
@@ -280,15 +271,5 @@ func idleMemory(pid int, addr string) float64 {
 		held = append(held, c)
 	}
 	time.Sleep(time.Second)
-	return float64(rssKB(pid)-before) / float64(len(held))
-}
-
-func rssKB(pid int) int {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	m := regexp.MustCompile(`VmRSS:\s+(\d+) kB`).FindSubmatch(b)
-	if m == nil {
-		return 0
-	}
-	n, _ := strconv.Atoi(string(m[1]))
-	return n
+	return (benchutil.RSSKB(pid) - before) / float64(len(held))
 }

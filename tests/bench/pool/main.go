@@ -15,12 +15,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/vishvananda/netns"
+
+	"sluice/tests/bench/benchutil"
 )
 
 var (
@@ -91,17 +92,6 @@ func in(ns string, f func()) {
 	<-done
 }
 
-func rssKB(pid int) float64 {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "VmRSS:") {
-			n, _ := strconv.ParseFloat(strings.Fields(l)[1], 64)
-			return n
-		}
-	}
-	return 0
-}
-
 type result struct {
 	name      string
 	held      int
@@ -111,7 +101,7 @@ type result struct {
 
 // run starts a proxy in the balancer namespace, opens n connections
 // through it and measures its RSS before and after.
-func run(name string, n int, args []string, held *sync.WaitGroup, accepted func() int) result {
+func run(name string, n int, args []string, accepted func() int) result {
 	cmd := exec.Command("ip", append([]string{"netns", "exec", prefix + "-lb"}, args...)...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
@@ -122,7 +112,7 @@ func run(name string, n int, args []string, held *sync.WaitGroup, accepted func(
 	// The proxy is the child of ip netns exec, which execs it: same PID.
 	pid := cmd.Process.Pid
 	time.Sleep(time.Second)
-	idle := rssKB(pid)
+	idle := benchutil.RSSKB(pid)
 	start := accepted()
 	var conns []net.Conn
 	in(prefix+"-cl", func() {
@@ -141,7 +131,7 @@ func run(name string, n int, args []string, held *sync.WaitGroup, accepted func(
 	}
 	time.Sleep(2 * time.Second) // let every session settle
 	r := result{name: name, held: accepted() - start, idleKB: idle}
-	r.perConnKB = (rssKB(pid) - idle) / float64(r.held)
+	r.perConnKB = (benchutil.RSSKB(pid) - idle) / float64(r.held)
 	for _, c := range conns {
 		c.Close()
 	}
@@ -246,10 +236,10 @@ listen in
 %s`, n+10, n+10, servers.String()), 0o644)
 
 	var results []result
-	results = append(results, run("sluice", n, []string{*sluiceBin, "run", "--no-master", "-f", sluiceCfg}, nil, count))
+	results = append(results, run("sluice", n, []string{*sluiceBin, "run", "--no-master", "-f", sluiceCfg}, count))
 	release()
 	if _, err := os.Stat(*haproxy); err == nil {
-		results = append(results, run("haproxy", n, []string{*haproxy, "-db", "-f", haCfg}, nil, count))
+		results = append(results, run("haproxy", n, []string{*haproxy, "-db", "-f", haCfg}, count))
 		release()
 	} else {
 		fmt.Fprintln(os.Stderr, "haproxy not found (apt-get install haproxy): no comparison")

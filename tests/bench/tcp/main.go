@@ -14,13 +14,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"sluice/daemon/limits"
+	"sluice/tests/bench/benchutil"
 )
 
 var (
@@ -60,7 +59,7 @@ func main() {
 		if cmd == nil {
 			continue
 		}
-		waitListening(fronts[0])
+		benchutil.WaitListening(fronts[0])
 		r := measure(p.name, cmd, fronts[0], fronts[1], fronts[2])
 		cmd.Process.Signal(os.Interrupt)
 		cmd.Wait()
@@ -98,14 +97,8 @@ func serve(handle func(net.Conn)) string {
 	return ln.Addr().String()
 }
 
-func freeAddr() string {
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 func startSluice(dir, sink, greeter, holder string) (*exec.Cmd, [3]string) {
-	f := [3]string{freeAddr(), freeAddr(), freeAddr()}
+	f := [3]string{benchutil.FreeAddr(), benchutil.FreeAddr(), benchutil.FreeAddr()}
 	cfg := fmt.Sprintf(`
 global {
   maxconn = 5000
@@ -149,7 +142,7 @@ func startHAProxy(dir, sink, greeter, holder string) (*exec.Cmd, [3]string) {
 		fmt.Fprintln(os.Stderr, "haproxy not found (apt-get install haproxy): no comparison")
 		return nil, [3]string{}
 	}
-	f := [3]string{freeAddr(), freeAddr(), freeAddr()}
+	f := [3]string{benchutil.FreeAddr(), benchutil.FreeAddr(), benchutil.FreeAddr()}
 	cfg := fmt.Sprintf(`
 global
   maxconn 5000
@@ -178,16 +171,6 @@ listen idle
 		return nil, f
 	}
 	return cmd, f
-}
-
-func waitListening(addr string) {
-	for range 100 {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func measure(name string, cmd *exec.Cmd, bulk, rate, idle string) result {
@@ -267,20 +250,9 @@ func connRate(addr string) float64 {
 	return float64(done.Load()) / time.Since(start).Seconds()
 }
 
-func rssKB(pid int) float64 {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "VmRSS:") {
-			n, _ := strconv.ParseFloat(strings.Fields(l)[1], 64)
-			return n
-		}
-	}
-	return 0
-}
-
 func idleMemory(pid int, addr string) float64 {
 	time.Sleep(500 * time.Millisecond)
-	before := rssKB(pid)
+	before := benchutil.RSSKB(pid)
 	var conns []net.Conn
 	for range *idleConns {
 		c, err := net.Dial("tcp", addr)
@@ -291,7 +263,7 @@ func idleMemory(pid int, addr string) float64 {
 		conns = append(conns, c)
 	}
 	time.Sleep(2 * time.Second) // let every session settle
-	after := rssKB(pid)
+	after := benchutil.RSSKB(pid)
 	for _, c := range conns {
 		c.Close()
 	}

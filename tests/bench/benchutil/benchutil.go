@@ -1,0 +1,45 @@
+// Package benchutil holds what the benchmark programs share: free
+// loopback addresses, waiting for a listener, and a process's resident
+// memory.
+package benchutil
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// FreeAddr returns a loopback address nothing listens on right now.
+func FreeAddr() string {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// WaitListening waits up to 5 s for addr to accept a connection and
+// reports whether it did.
+func WaitListening(addr string) bool {
+	for range 100 {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return true
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return false
+}
+
+// RSSKB is the resident memory of a process, in KB (0 if it is gone).
+func RSSKB(pid int) float64 {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmRSS:") {
+			n, _ := strconv.ParseFloat(strings.Fields(l)[1], 64)
+			return n
+		}
+	}
+	return 0
+}
