@@ -57,15 +57,18 @@ type Options struct {
 
 // Result reports what was built.
 type Result struct {
-	Files  map[string]int64 // output name to size
-	Took   time.Duration
-	Kernel string
+	Files map[string]int64 // output name to size
+	Took  time.Duration
 }
 
 type builder struct {
 	s   *spec.Spec
 	o   Options
 	res *Result
+	// The sluice configuration's files with their paths in the image,
+	// and the path sluice runs with.
+	config     []oci.File
+	configPath string
 }
 
 // Build builds every output s asks for into o.Out.
@@ -81,6 +84,10 @@ func Build(s *spec.Spec, o Options) (*Result, error) {
 		return nil, err
 	}
 	b := &builder{s: s, o: o, res: &Result{Files: map[string]int64{}}}
+	var err error
+	if b.config, b.configPath, err = configFiles(s.Config); err != nil {
+		return nil, err
+	}
 	if s.Wants(spec.OutInitramfs) || s.Wants(spec.OutDisk) {
 		if err := b.appliance(); err != nil {
 			return nil, err
@@ -121,16 +128,16 @@ func (b *builder) write(name string, data []byte) error {
 // configFiles are the sluice configuration's files with their paths in
 // the image, and the path sluice runs with: /etc/sluice/sluice.hcl for a
 // file, /etc/sluice/conf.d for a directory.
-func (b *builder) configFiles() ([]oci.File, string, error) {
-	st, err := os.Stat(b.s.Config)
+func configFiles(config string) ([]oci.File, string, error) {
+	st, err := os.Stat(config)
 	if err != nil {
 		return nil, "", err
 	}
 	if !st.IsDir() {
-		data, err := os.ReadFile(b.s.Config)
+		data, err := os.ReadFile(config)
 		return []oci.File{{Path: initconf.SluiceConfig, Mode: 0o644, Data: data}}, initconf.SluiceConfig, err
 	}
-	names, err := filepath.Glob(filepath.Join(b.s.Config, "*.hcl"))
+	names, err := filepath.Glob(filepath.Join(config, "*.hcl"))
 	if err != nil {
 		return nil, "", err
 	}
@@ -167,7 +174,6 @@ func (b *builder) appliance() error {
 	if err != nil {
 		return err
 	}
-	b.res.Kernel = k.Version
 	modules, err := k.Resolve(b.s.Modules())
 	if err != nil {
 		return err
@@ -180,11 +186,7 @@ func (b *builder) appliance() error {
 	if err != nil {
 		return err
 	}
-	cfgFiles, cfgPath, err := b.configFiles()
-	if err != nil {
-		return err
-	}
-	conf := initconf.Config{Hostname: b.s.Hostname, Network: b.s.Network, Sysctls: b.s.Sysctls, Admin: b.s.Admin, Config: cfgPath}
+	conf := initconf.Config{Hostname: b.s.Hostname, Network: b.s.Network, Sysctls: b.s.Sysctls, Admin: b.s.Admin, Config: b.configPath}
 	if b.s.Wants(spec.OutDisk) && b.s.Disk.DataSize > 0 {
 		conf.DataPartition = disk.DataPartition
 	}
@@ -196,7 +198,7 @@ func (b *builder) appliance() error {
 	a.CharDev("dev/null", 0o666, 1, 3)
 	a.File("init", 0o755, initBin)
 	a.File(initconf.SluiceBinary, 0o755, sluiceBin)
-	for _, f := range cfgFiles {
+	for _, f := range b.config {
 		a.File(f.Path, uint32(f.Mode), f.Data)
 	}
 	for _, m := range modules {
@@ -340,10 +342,6 @@ func stubFromDeb(debPath, arch string) ([]byte, error) {
 
 // oci builds the container image for every platform asked.
 func (b *builder) oci() error {
-	cfgFiles, cfgPath, err := b.configFiles()
-	if err != nil {
-		return err
-	}
 	caPath := b.s.CACerts
 	if caPath == "" {
 		caPath = "/etc/ssl/certs/ca-certificates.crt"
@@ -360,7 +358,7 @@ func (b *builder) oci() error {
 		}
 		arches = append(arches, oci.Arch{Arch: p, Sluice: bin})
 	}
-	in := oci.Input{Config: cfgFiles, CACerts: ca, Ports: b.ports(), Created: b.o.Epoch.UTC(), ConfigPaths: []string{cfgPath}}
+	in := oci.Input{Config: b.config, CACerts: ca, Ports: b.ports(), Created: b.o.Epoch.UTC(), ConfigPaths: []string{b.configPath}}
 	idx, images, err := oci.Build(in, arches)
 	if err != nil {
 		return err

@@ -22,7 +22,6 @@ const (
 	typeDir  = 0o040000
 	typeReg  = 0o100000
 	typeChar = 0o020000
-	typeLink = 0o120000
 )
 
 // Archive is an initramfs being assembled. Parent directories are added
@@ -53,11 +52,6 @@ func (a *Archive) CharDev(name string, perm, major, minor uint32) {
 	a.add(name, &entry{mode: typeChar | perm&0o7777, major: major, minor: minor})
 }
 
-// Symlink adds a symbolic link.
-func (a *Archive) Symlink(name, target string) {
-	a.add(name, &entry{mode: typeLink | 0o777, data: []byte(target)})
-}
-
 func (a *Archive) add(name string, e *entry) {
 	name = strings.TrimPrefix(path.Clean("/"+name), "/")
 	for dir := path.Dir(name); dir != "." && dir != "/"; dir = path.Dir(dir) {
@@ -66,15 +60,6 @@ func (a *Archive) add(name string, e *entry) {
 		}
 	}
 	a.entries[name] = e
-}
-
-// Size is the sum of the files' sizes, uncompressed.
-func (a *Archive) Size() int64 {
-	var n int64
-	for _, e := range a.entries {
-		n += int64(len(e.data))
-	}
-	return n
 }
 
 // WriteCpio writes the uncompressed newc archive. Entries come in sorted

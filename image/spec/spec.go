@@ -71,9 +71,6 @@ type Kernel struct {
 	EFIStub string   // systemd's EFI stub, or the systemd-boot-efi .deb holding it
 }
 
-// Named reports whether image.hcl names a kernel.
-func (k Kernel) Named() bool { return k.Deb != "" || k.Vmlinuz != "" }
-
 // File is an extra file copied into the image.
 type File struct {
 	Path   string // inside the image
