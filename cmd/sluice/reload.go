@@ -1,12 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"io"
-	"net"
 	"strings"
 	"time"
+
+	"sluice/daemon/master"
 )
 
 // reloadCmd asks the master to reload and prints the outcome.
@@ -26,38 +26,20 @@ func controlCmd(cmd string, args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	c, err := net.DialTimeout("unix", *control, 5*time.Second)
+	ok, lines, err := master.Ask(*control, cmd, *timeout)
 	if err != nil {
-		fmt.Fprintf(stderr, "sluice %s: cannot reach the master at %s: %v\n", cmd, *control, err)
+		fmt.Fprintf(stderr, "sluice %s: %v\n", cmd, err)
 		return 1
 	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(*timeout))
-	fmt.Fprintf(c, "%s\n", cmd)
-	r := bufio.NewReader(c)
-	ok := false
-	for i := 0; ; i++ {
-		line, err := r.ReadString('\n')
-		line = strings.TrimRight(line, "\n")
-		if line == "END" {
-			break
+	out := stdout
+	if !ok {
+		out = stderr
+		if len(lines) > 0 {
+			lines[0] = strings.TrimPrefix(lines[0], "FAIL ")
 		}
-		if err != nil {
-			fmt.Fprintf(stderr, "sluice %s: no answer from the master: %v\n", cmd, err)
-			return 1
-		}
-		if i == 0 {
-			ok = strings.HasPrefix(line, "OK")
-			if !ok {
-				fmt.Fprintln(stderr, strings.TrimPrefix(line, "FAIL "))
-				continue
-			}
-		}
-		if ok {
-			fmt.Fprintln(stdout, line)
-		} else {
-			fmt.Fprintln(stderr, line)
-		}
+	}
+	for _, l := range lines {
+		fmt.Fprintln(out, l)
 	}
 	if !ok {
 		return 1

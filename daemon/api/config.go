@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -105,20 +104,11 @@ func cmdReload(s *Server, w io.Writer, _ []string) string {
 	if control == "" {
 		return "reload: this process has no master (it runs with --no-master)"
 	}
-	c, err := net.DialTimeout("unix", control, 5*time.Second)
+	_, lines, err := master.Ask(control, "reload", 2*time.Minute)
 	if err != nil {
-		return fmt.Sprintf("reload: cannot reach the master: %v", err)
+		return "reload: " + err.Error()
 	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(2 * time.Minute))
-	fmt.Fprint(c, "reload\n")
-	out, err := io.ReadAll(c)
-	if err != nil && len(out) == 0 {
-		return fmt.Sprintf("reload: no answer from the master: %v", err)
-	}
-	// The master answers "OK ..." or "FAIL ...", detail lines, then END.
-	answer := strings.TrimSuffix(strings.TrimRight(string(out), "\n"), "END")
-	return strings.TrimRight(answer, "\n")
+	return strings.Join(lines, "\n") // "OK ..." or "FAIL ...", then details
 }
 
 func cmdSetConfig(s *Server, w io.Writer, _ []string) string {

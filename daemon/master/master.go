@@ -666,3 +666,28 @@ func (m *Master) serveControl() {
 		}()
 	}
 }
+
+// Ask sends cmd ("reload" or "status") to the master's control socket and
+// returns its answer's lines without the closing END; ok says the answer
+// began with OK. A reload's answer comes once the new generation serves.
+func Ask(control, cmd string, timeout time.Duration) (ok bool, lines []string, err error) {
+	c, err := net.DialTimeout("unix", control, 5*time.Second)
+	if err != nil {
+		return false, nil, fmt.Errorf("cannot reach the master at %s: %w", control, err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	fmt.Fprintf(c, "%s\n", cmd)
+	r := bufio.NewReader(c)
+	for {
+		line, err := r.ReadString('\n')
+		line = strings.TrimRight(line, "\n")
+		if line == "END" {
+			return len(lines) > 0 && strings.HasPrefix(lines[0], "OK"), lines, nil
+		}
+		if err != nil {
+			return false, lines, fmt.Errorf("no answer from the master: %w", err)
+		}
+		lines = append(lines, line)
+	}
+}
