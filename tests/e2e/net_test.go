@@ -175,15 +175,15 @@ func natTables(t *testing.T, ns *netns) []string {
 	var out []string
 	ts, _ := c.ListTables()
 	for _, tb := range ts {
+		sets, _ := c.GetSets(tb)
+		for _, set := range sets {
+			elems, _ := c.GetSetElements(set)
+			out = append(out, fmt.Sprintf("%s/%s/%d", tb.Name, set.Name, len(elems)))
+		}
 		chains, _ := c.ListChainsOfTableFamily(tb.Family)
 		for _, ch := range chains {
 			if ch.Table.Name != tb.Name {
 				continue
-			}
-			sets, _ := c.GetSets(tb)
-			for _, set := range sets {
-				elems, _ := c.GetSetElements(set)
-				out = append(out, fmt.Sprintf("%s/%s/%d", tb.Name, set.Name, len(elems)))
 			}
 			rules, _ := c.GetRules(tb, ch)
 			for _, r := range rules {
