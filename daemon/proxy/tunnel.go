@@ -5,13 +5,14 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"sluice/daemon/sock"
+	"sluice/daemon/park"
 )
 
 // Tunnel timeouts; zero means none.
@@ -22,52 +23,103 @@ type tunnelTimeouts struct {
 
 // tunnel carries bytes both ways between two TCP connections.
 //
-// Each direction waits until its source is readable without holding
-// anything, then moves exactly the queued bytes with io.CopyN, which
-// *net.TCPConn turns into splice(2) through a pipe. Go's splice keeps its
-// pipe (two descriptors) for as long as one io.Copy lasts; copying burst by
-// burst keeps an idle connection at its two sockets, so maxconn stays within
-// the open-files limit.
+// An idle tunnel has no goroutine: both sockets wait in the process's
+// park.Poller, and a goroutine starts for a direction when its source
+// becomes readable. It moves everything queued, then parks again. A
+// direction copies through a pooled buffer until one read fills it; from
+// then on it is bulk and splices (see splice.go). Inactivity timeouts of
+// parked directions are one timer per tunnel.
 type tunnel struct {
 	client, server *net.TCPConn
 	t              tunnelTimeouts
 	last           atomic.Int64 // unix nanoseconds of the last bytes moved either way
 	term           atomic.Uint32
-	running        atomic.Int32 // directions still copying
-	up, down       pump         // client to server, server to client
+	up, down       pump // client to server, server to client
+	timer          *time.Timer
+	done           func()
+
+	mu   sync.Mutex // guards the pumps' state and pending, and live
+	live int        // directions not ended
 }
+
+// Pump states, under tunnel.mu.
+const (
+	parked  = iota // waiting in the poller, no goroutine
+	running        // a goroutine is moving bytes
+	ended
+)
 
 // pump is one direction.
 type pump struct {
-	src, dst *net.TCPConn
-	srcSide  byte // 'C' or 'S': who we read from
-	rc       syscall.RawConn
-	bytes    int64
-	done     atomic.Bool // saw EOF and passed it on
-	// wait state, set by waitFn
-	avail   int
-	eof     bool
-	waitErr error
-	waitFn  func(fd uintptr) bool
-	peek    [1]byte
+	tn           *tunnel
+	other        *pump
+	src, dst     *net.TCPConn
+	srcFD, dstFD int
+	dstRC        syscall.RawConn
+	srcSide      byte // 'C' or 'S': who we read from
+	bytes        int64
+	bulk         bool        // splices; set once a read fills a copy buffer
+	eof          atomic.Bool // saw the end of stream and passed it on
+	key          park.Key
+	state        uint8
+	pending      bool // readable again while running
+
+	// the splice to dst waiting in Go's poller (dstRC.Write)
+	out     *pipe
+	outErr  error
+	outFunc func(fd uintptr) bool
 }
 
-// start copies both ways on two new goroutines; the last direction to
-// end calls done, after which result tells the outcome.
+// errAgain ends a burst: the source has nothing more queued.
+var errAgain = errors.New("nothing queued")
+
+// writeError marks a failure writing to the destination, for blame.
+type writeError struct{ err error }
+
+func (e writeError) Error() string { return e.err.Error() }
+func (e writeError) Unwrap() error { return e.err }
+
+var poller = sync.OnceValues(park.New)
+
+// start registers both sockets with the poller; directions start as
+// their sources become readable. The last direction to end calls done,
+// after which result tells the outcome.
 func (tn *tunnel) start(done func()) {
+	tn.done = done
 	tn.last.Store(time.Now().UnixNano())
-	tn.up.init(tn.client, tn.server, 'C')
-	tn.down.init(tn.server, tn.client, 'S')
-	tn.running.Store(2)
-	go tn.direction(&tn.up, &tn.down, done)
-	go tn.direction(&tn.down, &tn.up, done)
+	tn.live = 2
+	tn.up.init(tn, &tn.down, tn.client, tn.server, 'C')
+	tn.down.init(tn, &tn.up, tn.server, tn.client, 'S')
+	if d := tn.nextCheck(time.Now()); d > 0 {
+		tn.timer = time.AfterFunc(d, tn.expire)
+	}
+	p, err := poller()
+	for _, pm := range []*pump{&tn.up, &tn.down} {
+		if err == nil {
+			pm.key, err = p.Add(pm.srcFD, pm)
+		}
+	}
+	if err != nil {
+		tn.abort('P', 'D') // no poller: the process is out of descriptors
+	}
 }
 
-func (tn *tunnel) direction(p, other *pump, done func()) {
-	tn.loop(p, other)
-	if tn.running.Add(-1) == 0 {
-		done()
+func (p *pump) init(tn *tunnel, other *pump, src, dst *net.TCPConn, side byte) {
+	p.tn, p.other, p.src, p.dst, p.srcSide = tn, other, src, dst, side
+	p.srcFD, p.dstFD = connFD(src), connFD(dst)
+	p.dstRC, _ = dst.SyscallConn()
+	p.outFunc = p.spliceOut
+	p.state = parked
+}
+
+// connFD is the descriptor under c. The tunnel uses it directly: neither
+// socket is closed before both directions have ended.
+func connFD(c *net.TCPConn) int {
+	fd := -1
+	if rc, err := c.SyscallConn(); err == nil {
+		rc.Control(func(f uintptr) { fd = int(f) })
 	}
+	return fd
 }
 
 // result returns bytes from the client, bytes to the client and HAProxy's
@@ -80,99 +132,312 @@ func (tn *tunnel) result() (in, out int64, term [2]byte) {
 	return tn.up.bytes, tn.down.bytes, [2]byte{byte(t >> 8), byte(t)}
 }
 
-func (p *pump) init(src, dst *net.TCPConn, side byte) {
-	p.src, p.dst, p.srcSide = src, dst, side
-	p.rc, _ = src.SyscallConn()
-	p.waitFn = p.wait
+// Ready is called by the poller when the source may be readable.
+func (p *pump) Ready() {
+	tn := p.tn
+	tn.mu.Lock()
+	switch p.state {
+	case parked:
+		p.state = running
+		tn.mu.Unlock()
+		go p.run()
+		return
+	case running:
+		p.pending = true
+	}
+	tn.mu.Unlock()
 }
 
-// wait runs inside RawConn.Read: it returns false (park until readable)
-// while nothing is queued, and true once there are bytes or an EOF.
-func (p *pump) wait(fd uintptr) bool {
-	n, err := sock.Peek(fd, &p.peek)
-	switch {
-	case err == unix.EAGAIN || err == unix.EINTR:
+func (p *pump) run() {
+	for {
+		err := p.burst()
+		switch {
+		case err == errAgain:
+			if p.park() {
+				return
+			}
+		case err == io.EOF:
+			// Pass the half-close on; the session closes both sockets
+			// once both directions have ended.
+			p.eof.Store(true)
+			p.dst.CloseWrite()
+			p.tn.end(p)
+			return
+		default:
+			if p.tn.term.Load() == 0 {
+				p.tn.abort(p.blame(err), 'D')
+			}
+			p.tn.end(p)
+			return
+		}
+	}
+}
+
+// park returns the pump to the poller, unless the source became readable
+// meanwhile (false: go on) or the tunnel was aborted.
+func (p *pump) park() bool {
+	tn := p.tn
+	tn.mu.Lock()
+	if p.pending {
+		p.pending = false
+		tn.mu.Unlock()
 		return false
-	case err != nil:
-		p.waitErr = os.NewSyscallError("recvfrom", err)
-	case n == 0:
-		p.eof = true
-	default:
-		p.avail = max(sock.Queued(fd), 1)
+	}
+	if tn.term.Load() != 0 {
+		tn.mu.Unlock()
+		tn.end(p)
+		return true
+	}
+	p.state = parked
+	tn.mu.Unlock()
+	return true
+}
+
+// end marks p ended; the last direction to end finishes the tunnel.
+func (tn *tunnel) end(p *pump) {
+	tn.mu.Lock()
+	p.state = ended
+	tn.live--
+	last := tn.live == 0
+	tn.mu.Unlock()
+	switch {
+	case last:
+		tn.finish()
+	case p.eof.Load() && tn.timer != nil:
+		tn.timer.Reset(0) // the other direction's limit may now be a _fin one
+	}
+}
+
+func (tn *tunnel) finish() {
+	if tn.timer != nil {
+		tn.timer.Stop()
+	}
+	if p, err := poller(); err == nil {
+		p.Remove(tn.up.key)
+		p.Remove(tn.down.key)
+	}
+	tn.done()
+}
+
+// burst moves everything queued on the source: errAgain when drained,
+// io.EOF at the end of the stream.
+func (p *pump) burst() error {
+	if p.bulk {
+		return p.splice()
+	}
+	buf := copyBufs.Get().(*[copyBufSize]byte)
+	defer copyBufs.Put(buf)
+	for {
+		if p.tn.term.Load() != 0 {
+			return errAgain // aborted: park ends the direction
+		}
+		n, err := unix.Read(p.srcFD, buf[:])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return errAgain
+		case err != nil:
+			return os.NewSyscallError("read", err)
+		case n == 0:
+			return io.EOF
+		}
+		if err := p.write(buf[:n]); err != nil {
+			return err
+		}
+		p.moved(n)
+		if n == len(buf) {
+			p.bulk = true
+			return p.splice()
+		}
+	}
+}
+
+func (p *pump) moved(n int) {
+	p.bytes += int64(n)
+	p.tn.last.Store(time.Now().UnixNano())
+}
+
+// write sends b whole; when the destination is full it waits in Go's
+// poller, within the inactivity limit.
+func (p *pump) write(b []byte) error {
+	for {
+		n, err := unix.Write(p.dstFD, b)
+		if err == nil && n == len(b) {
+			return nil
+		}
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil && err != unix.EAGAIN {
+			return writeError{os.NewSyscallError("write", err)}
+		}
+		if n > 0 {
+			b = b[n:]
+		}
+		break
+	}
+	p.writeDeadline()
+	if _, err := p.dst.Write(b); err != nil {
+		return writeError{err}
+	}
+	return nil
+}
+
+func (p *pump) writeDeadline() {
+	if limit, _ := p.tn.limit(p); limit > 0 {
+		p.dst.SetWriteDeadline(time.Now().Add(limit))
+	}
+}
+
+// splice moves the source's bytes through a pipe until it is drained.
+func (p *pump) splice() error {
+	pp, err := getPipe()
+	if err != nil {
+		p.bulk = false // out of descriptors: copy instead
+		return nil
+	}
+	defer putPipe(pp)
+	for {
+		if p.tn.term.Load() != 0 {
+			return errAgain // aborted: park ends the direction
+		}
+		n, err := unix.Splice(p.srcFD, nil, pp.w, nil, pipeSize, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return errAgain // the pipe is empty: the source is drained
+		case err != nil:
+			return os.NewSyscallError("splice", err)
+		case n == 0:
+			return io.EOF
+		}
+		pp.pending = int(n)
+		if err := p.drain(pp); err != nil {
+			return err
+		}
+		p.moved(int(n))
+	}
+}
+
+// drain splices the pipe's bytes to the destination.
+func (p *pump) drain(pp *pipe) error {
+	for pp.pending > 0 {
+		n, err := unix.Splice(pp.r, nil, p.dstFD, nil, pp.pending, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
+		switch {
+		case err == unix.EINTR:
+		case err == unix.EAGAIN:
+			// The destination is full: wait for room in Go's poller.
+			p.writeDeadline()
+			p.out, p.outErr = pp, nil
+			if err := p.dstRC.Write(p.outFunc); err != nil {
+				return writeError{err}
+			}
+			if p.outErr != nil {
+				return writeError{p.outErr}
+			}
+		case err != nil:
+			return writeError{os.NewSyscallError("splice", err)}
+		default:
+			pp.pending -= int(n)
+		}
+	}
+	return nil
+}
+
+// spliceOut runs inside RawConn.Write: false waits until writable.
+func (p *pump) spliceOut(fd uintptr) bool {
+	pp := p.out
+	for pp.pending > 0 {
+		n, err := unix.Splice(pp.r, nil, int(fd), nil, pp.pending, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
+		switch {
+		case err == unix.EINTR:
+		case err == unix.EAGAIN:
+			return false
+		case err != nil:
+			p.outErr = os.NewSyscallError("splice", err)
+			return true
+		default:
+			pp.pending -= int(n)
+		}
 	}
 	return true
 }
 
-// limit is the inactivity timeout for reading p's source, and who is
-// blamed when it expires.
-func (tn *tunnel) limit(p, other *pump) (time.Duration, byte) {
+// limit is the inactivity timeout of p's source, and who is blamed when
+// it expires.
+func (tn *tunnel) limit(p *pump) (time.Duration, byte) {
 	if p.srcSide == 'C' {
-		if other.done.Load() && tn.t.serverFin > 0 {
+		if p.other.eof.Load() && tn.t.serverFin > 0 {
 			return tn.t.serverFin, 's'
 		}
 		return tn.t.client, 'c'
 	}
-	if other.done.Load() && tn.t.clientFin > 0 {
+	if p.other.eof.Load() && tn.t.clientFin > 0 {
 		return tn.t.clientFin, 'c'
 	}
 	return tn.t.server, 's'
 }
 
-func (tn *tunnel) loop(p, other *pump) {
-	for {
-		limit, blame := tn.limit(p, other)
-		if limit > 0 {
-			p.src.SetReadDeadline(time.Unix(0, tn.last.Load()).Add(limit))
+// expire runs on the tunnel's timer: a parked direction whose source has
+// been silent for its limit (no bytes either way) aborts the tunnel;
+// otherwise the timer is set for the next possible expiry.
+func (tn *tunnel) expire() {
+	now := time.Now()
+	idle := now.Sub(time.Unix(0, tn.last.Load()))
+	var blame byte
+	tn.mu.Lock()
+	if tn.live == 0 {
+		tn.mu.Unlock()
+		return
+	}
+	for _, p := range [2]*pump{&tn.up, &tn.down} {
+		if limit, who := tn.limit(p); p.state == parked && limit > 0 && idle >= limit {
+			blame = who
+			break
 		}
-		p.avail, p.eof, p.waitErr = 0, false, nil
-		err := p.rc.Read(p.waitFn)
-		if err == nil {
-			err = p.waitErr
-		}
-		if err != nil {
-			if tn.term.Load() != 0 {
-				return // the other direction aborted
-			}
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				if time.Since(time.Unix(0, tn.last.Load())) < limit {
-					continue // the other direction moved bytes meanwhile
-				}
-				tn.abort(blame, 'D')
-				return
-			}
-			tn.abort(p.srcSide, 'D')
-			return
-		}
-		if p.eof {
-			// Pass the half-close on; the session closes both sockets
-			// once both directions have returned.
-			p.done.Store(true)
-			p.dst.CloseWrite()
-			return
-		}
-		if limit > 0 {
-			p.dst.SetWriteDeadline(time.Now().Add(limit))
-		}
-		n, err := io.CopyN(p.dst, p.src, int64(p.avail))
-		p.bytes += n
-		tn.last.Store(time.Now().UnixNano())
-		if err != nil {
-			if tn.term.Load() != 0 {
-				return
-			}
-			tn.abort(tn.blameCopy(p, err, blame), 'D')
-			return
-		}
+	}
+	tn.mu.Unlock()
+	if blame != 0 {
+		tn.abort(blame, 'D')
+		return
+	}
+	if d := tn.nextCheck(now); d > 0 {
+		tn.timer.Reset(d)
 	}
 }
 
-// blameCopy tells which side broke a copy: a stalled write is the
+// nextCheck is how long until a direction could time out, 0 for never.
+// A running direction is checked again a whole limit later; its writes
+// have their own deadline.
+func (tn *tunnel) nextCheck(now time.Time) time.Duration {
+	idle := now.Sub(time.Unix(0, tn.last.Load()))
+	next := time.Duration(0)
+	for _, p := range [2]*pump{&tn.up, &tn.down} {
+		limit, _ := tn.limit(p)
+		if limit <= 0 || p.eof.Load() {
+			continue
+		}
+		d := max(limit-idle, time.Millisecond)
+		if next == 0 || d < next {
+			next = d
+		}
+	}
+	return next
+}
+
+// blame tells which side broke a transfer: a stalled write is the
 // destination's timeout, a broken pipe the destination's, and a reset
 // whoever's socket is now closed.
-func (tn *tunnel) blameCopy(p *pump, err error, timeoutBlame byte) byte {
+func (p *pump) blame(err error) byte {
 	dstSide := byte('S')
 	if p.srcSide == 'S' {
 		dstSide = 'C'
+	}
+	var we writeError
+	if !errors.As(err, &we) {
+		return p.srcSide
 	}
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
@@ -202,11 +467,28 @@ func closed(c *net.TCPConn) bool {
 	return state == unix.BPF_TCP_CLOSE
 }
 
-// abort records the first termination state and wakes both directions.
+// abort records the first termination state, ends the parked directions
+// and wakes a direction waiting to write.
 func (tn *tunnel) abort(who, phase byte) {
-	if tn.term.CompareAndSwap(0, uint32(who)<<8|uint32(phase)) {
+	if !tn.term.CompareAndSwap(0, uint32(who)<<8|uint32(phase)) {
+		return
+	}
+	tn.mu.Lock()
+	stopped := 0
+	for _, p := range [2]*pump{&tn.up, &tn.down} {
+		if p.state == parked {
+			p.state = ended
+			stopped++
+		}
+	}
+	tn.live -= stopped
+	last := stopped > 0 && tn.live == 0
+	tn.mu.Unlock()
+	if !last {
 		past := time.Unix(1, 0)
 		tn.client.SetDeadline(past)
 		tn.server.SetDeadline(past)
+		return
 	}
+	tn.finish()
 }

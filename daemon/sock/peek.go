@@ -19,13 +19,3 @@ func Peek(fd uintptr, b *[1]byte) (n int, err error) {
 	}
 	return int(r), nil
 }
-
-// Queued is the number of bytes waiting to be read on fd (SIOCINQ), 0
-// when it cannot tell.
-func Queued(fd uintptr) int {
-	n, err := unix.IoctlGetInt(int(fd), unix.SIOCINQ)
-	if err != nil {
-		return 0
-	}
-	return n
-}

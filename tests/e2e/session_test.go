@@ -297,7 +297,7 @@ func TestSplicePath(t *testing.T) {
 	trace, _ := os.ReadFile(out)
 	var spliced, copied int64
 	// With -f, a call may be split into "<unfinished ...>" and "<... resumed>" lines.
-	rx := regexp.MustCompile(`(?m)^\d+\s+(?:(splice|read|write)\((\d+),|<\.\.\. (splice|read|write) resumed>).*\) = (\d+)`)
+	rx := regexp.MustCompile(`(?m)^\d+\s+(?:(splice|read|write)\((\d+),|<\.\.\. (splice|read|write) resumed>).*\)\s+= (\d+)`)
 	for _, m := range rx.FindAllStringSubmatch(string(trace), -1) {
 		call := m[1] + m[3]
 		n, _ := strconv.ParseInt(m[4], 10, 64)
@@ -309,11 +309,15 @@ func TestSplicePath(t *testing.T) {
 			copied += n
 		}
 	}
-	// Each byte crosses two splices: socket to pipe, pipe to socket.
-	if spliced < 2*size {
-		t.Errorf("splice(2) moved %d bytes, want at least %d (2 × %d)", spliced, 2*size, size)
+	// A direction copies through a 16 KiB buffer until one read fills it,
+	// then splices: every later byte crosses two splices, socket to pipe
+	// and pipe to socket. Allow a few copied buffers (bursts shorter than
+	// the buffer before the stream gets going).
+	const copiedMax = 64 << 10
+	if spliced < 2*(size-copiedMax) {
+		t.Errorf("splice(2) moved %d bytes, want at least %d (2 × (%d - %d))", spliced, 2*(size-copiedMax), size, copiedMax)
 	}
-	if copied > size/100 {
+	if copied > copiedMax {
 		t.Errorf("read/write moved %d bytes: the data did not stay on the splice path", copied)
 	}
 	t.Logf("splice moved %d bytes; read/write on sockets %d bytes", spliced, copied)

@@ -1,0 +1,159 @@
+// Package park watches many sockets for readability with one goroutine,
+// so that an idle connection costs no goroutine of its own.
+//
+// A Poller is an epoll set of sluice's own. The goroutine that drains it
+// waits in Go's network poller on the epoll descriptor itself (an epoll
+// set is readable while it has events), so nothing blocks a thread.
+// Sockets are registered edge-triggered once, for their whole life: a
+// wake-up costs no system call to re-arm, the way Go's own poller works.
+package park
+
+import (
+	"fmt"
+	"os"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Waiter is told when its socket may have become readable (bytes, end of
+// stream or an error). Ready runs on the poller's goroutine: it must not
+// block, and typically starts a goroutine or notes the wake-up.
+type Waiter interface {
+	Ready()
+}
+
+// Key names one registration. Its generation makes an event that was
+// already collected for a registration since removed (whose slot a new
+// socket may have taken) harmless.
+type Key uint64
+
+// Poller is one epoll set and the goroutine that drains it.
+type Poller struct {
+	epfd  int
+	rc    syscall.RawConn
+	mu    sync.Mutex
+	slots []slot
+	free  []uint32
+}
+
+type slot struct {
+	gen uint32
+	w   Waiter // nil when free
+}
+
+// New creates a poller and starts its goroutine, which lives as long as
+// the process.
+func New() (*Poller, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, os.NewSyscallError("epoll_create1", err)
+	}
+	// Non-blocking, so that os.NewFile puts the descriptor in Go's poller.
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		return nil, os.NewSyscallError("fcntl", err)
+	}
+	f := os.NewFile(uintptr(epfd), "epoll")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("epoll descriptor: %w", err)
+	}
+	p := &Poller{epfd: epfd, rc: rc}
+	go p.run(f)
+	return p, nil
+}
+
+// Add registers fd, a socket, for w. Events already pending (bytes
+// queued before Add) are reported at once. The registration ends when
+// Remove is called, or with the socket's last descriptor.
+func (p *Poller) Add(fd int, w Waiter) (Key, error) {
+	p.mu.Lock()
+	var i uint32
+	if n := len(p.free); n > 0 {
+		i = p.free[n-1]
+		p.free = p.free[:n-1]
+	} else {
+		i = uint32(len(p.slots))
+		p.slots = append(p.slots, slot{})
+	}
+	s := &p.slots[i]
+	s.w = w
+	k := Key(uint64(s.gen)<<32 | uint64(i))
+	p.mu.Unlock()
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET}
+	setKey(&ev, k)
+	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		p.Remove(k)
+		return 0, os.NewSyscallError("epoll_ctl", err)
+	}
+	return k, nil
+}
+
+// Remove ends the registration k: no Ready call starts after it returns.
+// It makes no system call; the socket leaves the epoll set when it is
+// closed, and events until then are dropped.
+func (p *Poller) Remove(k Key) {
+	i, gen := uint32(k), uint32(k>>32)
+	p.mu.Lock()
+	if s := &p.slots[i]; s.gen == gen && s.w != nil {
+		s.w = nil
+		s.gen++
+		p.free = append(p.free, i)
+	}
+	p.mu.Unlock()
+}
+
+// Len is the number of registrations, for tests and statistics.
+func (p *Poller) Len() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.slots) - len(p.free)
+}
+
+func (p *Poller) run(keep *os.File) {
+	defer keep.Close()
+	events := make([]unix.EpollEvent, 256)
+	var n int
+	var werr error
+	wait := func(fd uintptr) bool {
+		n, werr = unix.EpollWait(int(fd), events, 0)
+		if werr == unix.EINTR {
+			return false
+		}
+		// Nothing pending: park in Go's poller until the set is readable.
+		return n != 0 || werr != nil
+	}
+	for {
+		if err := p.rc.Read(wait); err != nil {
+			return
+		}
+		if werr != nil {
+			// Only a broken descriptor fails epoll_wait; nothing can be
+			// watched any more.
+			panic(os.NewSyscallError("epoll_wait", werr))
+		}
+		p.mu.Lock()
+		for _, ev := range events[:n] {
+			k := getKey(&ev)
+			i, gen := uint32(k), uint32(k>>32)
+			if s := p.slots[i]; s.gen == gen && s.w != nil {
+				// Under the lock, so that Remove waits for a Ready under way.
+				s.w.Ready()
+			}
+		}
+		p.mu.Unlock()
+	}
+}
+
+// The 64 bits of epoll's user data are the Fd and Pad fields in
+// x/sys/unix's EpollEvent on every Linux architecture.
+func setKey(ev *unix.EpollEvent, k Key) {
+	ev.Fd, ev.Pad = int32(uint32(k)), int32(uint32(k>>32))
+}
+
+func getKey(ev *unix.EpollEvent) Key {
+	return Key(uint64(uint32(ev.Pad))<<32 | uint64(uint32(ev.Fd)))
+}
