@@ -8,8 +8,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"reflect"
 	"strconv"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -135,5 +137,20 @@ func FromFD(fd uintptr, name string) (*net.TCPListener, error) {
 		ln.Close()
 		return nil, fmt.Errorf("%s is not a TCP listener", name)
 	}
+	noKeepAlive(tl)
 	return tl, nil
+}
+
+// noKeepAlive turns off TCP keep-alive on the connections tl accepts.
+// HAProxy leaves it off unless asked (option clitcpka), and Go's default
+// (on, every 15 s) costs four setsockopt calls per accepted connection.
+// A listener from net.FileListener offers no way to say so: its
+// ListenConfig is an unexported field, set here through reflection.
+// TestNoKeepAlive fails if a Go release renames or reshapes it.
+func noKeepAlive(tl *net.TCPListener) {
+	f := reflect.ValueOf(tl).Elem().FieldByName("lc")
+	if !f.IsValid() || f.Type() != reflect.TypeFor[net.ListenConfig]() {
+		return
+	}
+	(*net.ListenConfig)(unsafe.Pointer(f.UnsafeAddr())).KeepAlive = -1
 }

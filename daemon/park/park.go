@@ -18,16 +18,22 @@ import (
 )
 
 // Waiter is told when its socket may have become readable (bytes, end of
-// stream or an error). Ready runs on the poller's goroutine: it must not
+// stream or an error); hangup is set when the peer has shut its sending
+// half or the connection failed, so that a reader knows to read on until
+// the end of the stream. Ready runs on the poller's goroutine: it must not
 // block, and typically starts a goroutine or notes the wake-up.
 type Waiter interface {
-	Ready()
+	Ready(hangup bool)
 }
 
-// Key names one registration. Its generation makes an event that was
-// already collected for a registration since removed (whose slot a new
-// socket may have taken) harmless.
+// Key names one registration: a slot and its generation, which makes an
+// event already collected for a registration since removed (whose slot a
+// new socket may have taken) harmless. The zero Key names none.
 type Key uint64
+
+func makeKey(i, gen uint32) Key { return Key(uint64(gen)<<32 | uint64(i+1)) }
+
+func (k Key) slot() (i, gen uint32) { return uint32(k) - 1, uint32(k >> 32) }
 
 // Poller is one epoll set and the goroutine that drains it.
 type Poller struct {
@@ -81,7 +87,7 @@ func (p *Poller) Add(fd int, w Waiter) (Key, error) {
 	}
 	s := &p.slots[i]
 	s.w = w
-	k := Key(uint64(s.gen)<<32 | uint64(i))
+	k := makeKey(i, s.gen)
 	p.mu.Unlock()
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET}
 	setKey(&ev, k)
@@ -96,7 +102,10 @@ func (p *Poller) Add(fd int, w Waiter) (Key, error) {
 // It makes no system call; the socket leaves the epoll set when it is
 // closed, and events until then are dropped.
 func (p *Poller) Remove(k Key) {
-	i, gen := uint32(k), uint32(k>>32)
+	if k == 0 {
+		return
+	}
+	i, gen := k.slot()
 	p.mu.Lock()
 	if s := &p.slots[i]; s.gen == gen && s.w != nil {
 		s.w = nil
@@ -137,11 +146,10 @@ func (p *Poller) run(keep *os.File) {
 		}
 		p.mu.Lock()
 		for _, ev := range events[:n] {
-			k := getKey(&ev)
-			i, gen := uint32(k), uint32(k>>32)
+			i, gen := getKey(&ev).slot()
 			if s := p.slots[i]; s.gen == gen && s.w != nil {
 				// Under the lock, so that Remove waits for a Ready under way.
-				s.w.Ready()
+				s.w.Ready(ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0)
 			}
 		}
 		p.mu.Unlock()

@@ -11,7 +11,9 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"sluice/daemon/backend"
@@ -53,6 +55,9 @@ type Frontend struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// handoff passes accepted connections to spare workers.
+	handoff chan *net.TCPConn
+	spare   atomic.Int32
 }
 
 // NewFrontend builds a frontend; logs may be nil when it does not log.
@@ -60,6 +65,7 @@ func NewFrontend(cfg *hcl.Frontend, be *backend.Backend, p *Process, logs *loggi
 	f := &Frontend{Name: cfg.Name, Config: cfg, Backend: be, process: p, logs: logs, log: log.With("frontend", cfg.Name)}
 	f.Limit = NewLimit(cfg.MaxConn)
 	f.ctx, f.cancel = context.WithCancel(context.Background())
+	f.handoff = make(chan *net.TCPConn)
 	return f
 }
 
@@ -94,10 +100,39 @@ func (f *Frontend) Serve(ln *net.TCPListener) error {
 			continue
 		}
 		delay = 0
+		select {
+		case f.handoff <- c:
+		default:
+			go f.worker(c)
+		}
+	}
+}
+
+// maxSpareWorkers is how many session goroutines wait for the next
+// connection once theirs is set up or done, instead of exiting: a new
+// session then starts on a stack already grown by dialing, without
+// creating a goroutine. More would keep stacks that bursts grew.
+var maxSpareWorkers = int32(4 * runtime.GOMAXPROCS(0))
+
+// worker runs c's session, then others handed over by Serve while it is
+// one of the spare workers.
+func (f *Frontend) worker(c *net.TCPConn) {
+	for {
 		if f.Config.HTTP != nil {
-			go f.httpSession(c)
+			f.httpSession(c)
 		} else {
-			go f.session(c)
+			f.session(c)
+		}
+		if f.spare.Add(1) > maxSpareWorkers {
+			f.spare.Add(-1)
+			return
+		}
+		select {
+		case c = <-f.handoff:
+			f.spare.Add(-1)
+		case <-f.ctx.Done():
+			f.spare.Add(-1)
+			return
 		}
 	}
 }

@@ -60,6 +60,7 @@ type pump struct {
 	bytes        int64
 	bulk         bool        // splices; set once a read fills a copy buffer
 	eof          atomic.Bool // saw the end of stream and passed it on
+	hangup       atomic.Bool // the poller saw the source's end of stream coming
 	key          park.Key
 	state        uint8
 	pending      bool // readable again while running
@@ -87,7 +88,9 @@ var poller = sync.OnceValues(park.New)
 func (tn *tunnel) start(done func()) {
 	tn.done = done
 	tn.last.Store(time.Now().UnixNano())
-	tn.live = 2
+	// Both directions, and start itself until both keys are known: a
+	// direction can run and end as soon as its socket is added.
+	tn.live = 3
 	tn.up.init(tn, &tn.down, tn.client, tn.server, 'C')
 	tn.down.init(tn, &tn.up, tn.server, tn.client, 'S')
 	if d := tn.nextCheck(time.Now()); d > 0 {
@@ -102,6 +105,7 @@ func (tn *tunnel) start(done func()) {
 	if err != nil {
 		tn.abort('P', 'D') // no poller: the process is out of descriptors
 	}
+	tn.end(nil)
 }
 
 func (p *pump) init(tn *tunnel, other *pump, src, dst *net.TCPConn, side byte) {
@@ -133,7 +137,10 @@ func (tn *tunnel) result() (in, out int64, term [2]byte) {
 }
 
 // Ready is called by the poller when the source may be readable.
-func (p *pump) Ready() {
+func (p *pump) Ready(hangup bool) {
+	if hangup {
+		p.hangup.Store(true)
+	}
 	tn := p.tn
 	tn.mu.Lock()
 	switch p.state {
@@ -158,9 +165,12 @@ func (p *pump) run() {
 			}
 		case err == io.EOF:
 			// Pass the half-close on; the session closes both sockets
-			// once both directions have ended.
+			// once both directions have ended. When the other direction
+			// already has, the close about to come says the same.
 			p.eof.Store(true)
-			p.dst.CloseWrite()
+			if !p.other.eof.Load() {
+				p.dst.CloseWrite()
+			}
 			p.tn.end(p)
 			return
 		default:
@@ -193,17 +203,20 @@ func (p *pump) park() bool {
 	return true
 }
 
-// end marks p ended; the last direction to end finishes the tunnel.
+// end marks p ended (nil: start is done); the last to end finishes the
+// tunnel.
 func (tn *tunnel) end(p *pump) {
 	tn.mu.Lock()
-	p.state = ended
+	if p != nil {
+		p.state = ended
+	}
 	tn.live--
 	last := tn.live == 0
 	tn.mu.Unlock()
 	switch {
 	case last:
 		tn.finish()
-	case p.eof.Load() && tn.timer != nil:
+	case p != nil && p.eof.Load() && tn.timer != nil:
 		tn.timer.Reset(0) // the other direction's limit may now be a _fin one
 	}
 }
@@ -249,6 +262,13 @@ func (p *pump) burst() error {
 		if n == len(buf) {
 			p.bulk = true
 			return p.splice()
+		}
+		if !p.hangup.Load() {
+			// A short read took all that was queued; bytes arriving since
+			// wake the poller again. Parking now saves the read that
+			// would say EAGAIN. (Not so for splice, which also stops
+			// short when the pipe has no free slot.)
+			return errAgain
 		}
 	}
 }

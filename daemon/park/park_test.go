@@ -1,0 +1,99 @@
+package park
+
+import (
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+type waiter chan bool
+
+func (w waiter) Ready(hangup bool) { w <- hangup }
+
+func socketPair(t *testing.T) (a, b int) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fds[0]); unix.Close(fds[1]) })
+	return fds[0], fds[1]
+}
+
+func wait(t *testing.T, w waiter, what string) bool {
+	t.Helper()
+	select {
+	case h := <-w:
+		return h
+	case <-time.After(2 * time.Second):
+		t.Fatalf("no Ready for %s", what)
+		return false
+	}
+}
+
+func quiet(t *testing.T, w waiter, what string) {
+	t.Helper()
+	select {
+	case <-w:
+		t.Fatalf("Ready for %s", what)
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+func TestReadyOncePerArrival(t *testing.T) {
+	p, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := socketPair(t)
+	unix.Write(b, []byte("early"))
+	w := make(waiter, 8)
+	k, err := p.Add(a, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wait(t, w, "bytes queued before Add") {
+		t.Error("hangup reported for plain bytes")
+	}
+	quiet(t, w, "nothing new (edge-triggered)")
+	unix.Write(b, []byte("more"))
+	wait(t, w, "new bytes")
+	unix.Shutdown(b, unix.SHUT_WR)
+	if !wait(t, w, "the peer's shutdown") {
+		t.Error("hangup not reported for the peer's shutdown")
+	}
+	p.Remove(k)
+	unix.Write(b, []byte("after"))
+	quiet(t, w, "a removed registration")
+	if n := p.Len(); n != 0 {
+		t.Errorf("Len = %d after Remove, want 0", n)
+	}
+}
+
+// The zero Key (a direction whose registration never happened) ends
+// nothing, and the Key of a slot's former owner does not end its new one.
+func TestStaleKeys(t *testing.T) {
+	p, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a1, b1 := socketPair(t)
+	w1 := make(waiter, 8)
+	first, err := p.Add(a1, w1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Remove(0)
+	unix.Write(b1, []byte("x"))
+	wait(t, w1, "the first registration after Remove(0)")
+
+	p.Remove(first)
+	a2, b2 := socketPair(t)
+	w2 := make(waiter, 8)
+	if _, err := p.Add(a2, w2); err != nil {
+		t.Fatal(err)
+	}
+	p.Remove(first)
+	unix.Write(b2, []byte("x"))
+	wait(t, w2, "the slot's new owner")
+}
