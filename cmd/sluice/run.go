@@ -51,6 +51,15 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 			defer pprof.StopCPUProfile()
 		}
 	}
+	// SLUICE_ALLOCPROFILE=FILE writes a pprof profile of allocations when sluice stops.
+	if path := os.Getenv("SLUICE_ALLOCPROFILE"); path != "" {
+		defer func() {
+			if f, err := os.Create(path); err == nil {
+				pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		}()
+	}
 	var extraAdmin *hcl.AdminSocket
 	var workerArgs []string
 	if *adminSocket != "" {

@@ -14,6 +14,9 @@ type Limit struct {
 	cur  int
 	max  int           // zero: no limit
 	free chan struct{} // closed and replaced whenever a slot may have freed
+	// waiting counts Acquire calls waiting on free, so that a release
+	// with nobody waiting makes no new channel.
+	waiting int
 }
 
 // NewLimit returns a limit of max; zero means none.
@@ -44,10 +47,16 @@ func (l *Limit) Acquire(ctx context.Context) bool {
 			return true
 		}
 		free := l.free
+		l.waiting++
 		l.mu.Unlock()
 		select {
 		case <-free:
 		case <-ctx.Done():
+		}
+		l.mu.Lock()
+		l.waiting--
+		l.mu.Unlock()
+		if ctx.Err() != nil {
 			return false
 		}
 	}
@@ -62,6 +71,9 @@ func (l *Limit) Release() {
 }
 
 func (l *Limit) wake() {
+	if l.waiting == 0 {
+		return
+	}
 	close(l.free)
 	l.free = make(chan struct{})
 }

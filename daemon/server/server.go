@@ -45,7 +45,10 @@ type Server struct {
 	ChecksFailed atomic.Int64
 	Downs        atomic.Int64
 
-	sessions sync.Map // Session to struct{}: connections established to this server
+	// sessions are the connections established to this server. A map
+	// under a mutex, not a sync.Map, whose every Store allocates.
+	sessionsMu sync.Mutex
+	sessions   map[Session]struct{}
 
 	Stats stats.Counters
 	// Selected counts how often load-balancing chose this server.
@@ -74,17 +77,37 @@ type Session interface {
 }
 
 // Track registers a session until Untrack.
-func (s *Server) Track(ss Session) { s.sessions.Store(ss, struct{}{}) }
+func (s *Server) Track(ss Session) {
+	s.sessionsMu.Lock()
+	if s.sessions == nil {
+		s.sessions = make(map[Session]struct{})
+	}
+	s.sessions[ss] = struct{}{}
+	s.sessionsMu.Unlock()
+}
 
 // Untrack forgets a session.
-func (s *Server) Untrack(ss Session) { s.sessions.Delete(ss) }
+func (s *Server) Untrack(ss Session) {
+	s.sessionsMu.Lock()
+	delete(s.sessions, ss)
+	if len(s.sessions) == 0 {
+		s.sessions = nil // a map never shrinks: let a burst's go
+	}
+	s.sessionsMu.Unlock()
+}
 
-// Sessions calls f for each established session.
+// Sessions calls f for each established session, outside the lock (f
+// may end the session, which untracks it).
 func (s *Server) Sessions(f func(Session)) {
-	s.sessions.Range(func(k, _ any) bool {
-		f(k.(Session))
-		return true
-	})
+	s.sessionsMu.Lock()
+	list := make([]Session, 0, len(s.sessions))
+	for ss := range s.sessions {
+		list = append(list, ss)
+	}
+	s.sessionsMu.Unlock()
+	for _, ss := range list {
+		f(ss)
+	}
 }
 
 // CheckStatus is the last health check's outcome, in HAProxy's codes.

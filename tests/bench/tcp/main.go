@@ -35,6 +35,8 @@ type result struct {
 	name           string
 	mbps, connRate float64
 	idleKB         float64
+	// The proxy's processor use during each measurement (1.0 = one core).
+	bulkCPU, rateCPU float64
 }
 
 func main() {
@@ -65,18 +67,23 @@ func main() {
 		cmd.Wait()
 		results = append(results, r)
 	}
-	fmt.Printf("\n%-8s %14s %14s %16s\n", "", "MB/s (bulk)", "conn/s", "KB/idle conn")
+	fmt.Printf("\n%-8s %14s %10s %14s %10s %16s\n", "", "MB/s (bulk)", "proxy CPU", "conn/s", "proxy CPU", "KB/idle conn")
 	for _, r := range results {
-		idle := "-"
+		idle, bcpu, rcpu := "-", "-", "-"
 		if r.idleKB > 0 {
 			idle = fmt.Sprintf("%.2f", r.idleKB)
 		}
-		fmt.Printf("%-8s %14.0f %14.0f %16s\n", r.name, r.mbps, r.connRate, idle)
+		if r.bulkCPU > 0 {
+			bcpu, rcpu = fmt.Sprintf("%.0f%%", 100*r.bulkCPU), fmt.Sprintf("%.0f%%", 100*r.rateCPU)
+		}
+		fmt.Printf("%-8s %14.0f %10s %14.0f %10s %16s\n", r.name, r.mbps, bcpu, r.connRate, rcpu, idle)
 	}
 	if len(results) == 3 {
 		s, h := results[1], results[2]
 		fmt.Printf("\nsluice/haproxy: throughput %.2fx, connection rate %.2fx, idle memory per connection %.2fx\n",
 			s.mbps/h.mbps, s.connRate/h.connRate, s.idleKB/h.idleKB)
+		fmt.Printf("per proxy CPU second: throughput %.2fx, connections %.2fx\n",
+			(s.mbps/s.bulkCPU)/(h.mbps/h.bulkCPU), (s.connRate/s.rateCPU)/(h.connRate/h.rateCPU))
 	}
 }
 
@@ -175,13 +182,24 @@ listen idle
 
 func measure(name string, cmd *exec.Cmd, bulk, rate, idle string) result {
 	r := result{name: name}
-	fmt.Fprintf(os.Stderr, "%s: bulk throughput...\n", name)
-	r.mbps = throughput(bulk)
-	fmt.Fprintf(os.Stderr, "%s: connection rate...\n", name)
-	r.connRate = connRate(rate)
+	// taskset execs the proxy in place, so the pid is the proxy's.
+	pid := 0
 	if cmd != nil {
-		pid := cmd.Process.Pid
-		// taskset execs the proxy in place, so the pid is the proxy's.
+		pid = cmd.Process.Pid
+	}
+	cpu := func(run func() float64, out *float64) float64 {
+		c0, t0 := benchutil.CPUSeconds(pid), time.Now()
+		v := run()
+		if pid != 0 {
+			*out = (benchutil.CPUSeconds(pid) - c0) / time.Since(t0).Seconds()
+		}
+		return v
+	}
+	fmt.Fprintf(os.Stderr, "%s: bulk throughput...\n", name)
+	r.mbps = cpu(func() float64 { return throughput(bulk) }, &r.bulkCPU)
+	fmt.Fprintf(os.Stderr, "%s: connection rate...\n", name)
+	r.connRate = cpu(func() float64 { return connRate(rate) }, &r.rateCPU)
+	if cmd != nil {
 		fmt.Fprintf(os.Stderr, "%s: memory per idle connection...\n", name)
 		r.idleKB = idleMemory(pid, idle)
 	}
