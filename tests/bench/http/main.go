@@ -39,7 +39,7 @@ var runs = []run{
 	{"new connection", "/small.txt", "Connection: close"},
 }
 
-type figure struct{ rps, p99ms float64 }
+type figure struct{ rps, p99ms, cpu float64 }
 
 func main() {
 	flag.Parse()
@@ -59,7 +59,7 @@ func main() {
 	results := map[string][]figure{}
 	idleKB := map[string]float64{}
 	order := []string{"nginx"}
-	results["nginx"] = measure("nginx", origin)
+	results["nginx"] = measure("nginx", origin, 0)
 	for _, p := range []struct {
 		name  string
 		start func(dir, origin string) (*exec.Cmd, string)
@@ -69,7 +69,7 @@ func main() {
 			continue
 		}
 		waitListening(front)
-		results[p.name] = measure(p.name, front)
+		results[p.name] = measure(p.name, front, cmd.Process.Pid)
 		idleKB[p.name] = idleMemory(cmd.Process.Pid, front)
 		stop(cmd)
 		order = append(order, p.name)
@@ -95,16 +95,19 @@ func main() {
 	if s, h := results["sluice"], results["haproxy"]; s != nil && h != nil {
 		fmt.Println()
 		for i, r := range runs {
-			fmt.Printf("sluice/haproxy %-20s req/s %.2fx, p99 %.2fms vs %.2fms\n", r.name+":", s[i].rps/h[i].rps, s[i].p99ms, h[i].p99ms)
+			fmt.Printf("sluice/haproxy %-20s req/s %.2fx, p99 %.2fms vs %.2fms, proxy CPU %.0f%% vs %.0f%%, req/s per CPU second %.2fx\n",
+				r.name+":", s[i].rps/h[i].rps, s[i].p99ms, h[i].p99ms, 100*s[i].cpu, 100*h[i].cpu, (s[i].rps/s[i].cpu)/(h[i].rps/h[i].cpu))
 		}
 		fmt.Printf("sluice/haproxy memory per idle keep-alive connection: %.2f KB vs %.2f KB\n", idleKB["sluice"], idleKB["haproxy"])
 	}
 }
 
-// measure runs wrk for each shape against addr.
-func measure(name, addr string) []figure {
+// measure runs wrk for each shape against addr, noting the processor use
+// of the proxy whose pid is given (0: none).
+func measure(name, addr string, pid int) []figure {
 	var out []figure
 	for _, r := range runs {
+		c0, t0 := benchutil.CPUSeconds(pid), time.Now()
 		args := []string{"-c", "1", "wrk", "-t1", "-c" + strconv.Itoa(*conns), "-d" + duration.String(), "--latency"}
 		if r.header != "" {
 			args = append(args, "-H", r.header)
@@ -115,7 +118,11 @@ func measure(name, addr string) []figure {
 			fmt.Fprintf(os.Stderr, "wrk: %v\n%s", err, b)
 			os.Exit(1)
 		}
-		out = append(out, parseWrk(string(b)))
+		f := parseWrk(string(b))
+		if pid != 0 {
+			f.cpu = (benchutil.CPUSeconds(pid) - c0) / time.Since(t0).Seconds()
+		}
+		out = append(out, f)
 		if m := regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)|Socket errors: .*`).FindString(string(b)); m != "" {
 			fmt.Fprintf(os.Stderr, "%s (%s) %s: %s\n", name, addr, r.name, m)
 		}
