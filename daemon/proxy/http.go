@@ -21,6 +21,7 @@ import (
 	"sluice/daemon/balance"
 	"sluice/daemon/h1"
 	"sluice/daemon/logging"
+	"sluice/daemon/park"
 	"sluice/daemon/proxyproto"
 	"sluice/daemon/rules"
 	"sluice/daemon/stats"
@@ -34,7 +35,8 @@ import (
 // Everything a request needs beyond the connection itself (buffers,
 // parsed heads, writers) is an exchange, taken from a pool when a request
 // starts arriving and given back while the connection waits for the next
-// one: an idle keep-alive connection holds no buffer.
+// one: an idle keep-alive connection holds no buffer, and past parkAfter
+// no goroutine either (httpidle.go).
 type httpSession struct {
 	f           *Frontend
 	c           *net.TCPConn
@@ -46,9 +48,22 @@ type httpSession struct {
 	requests    int
 	accept      time.Time
 	readable    func(fd uintptr) bool
+	tryRead     func(fd uintptr) bool
 	waitEOF     bool
 	waitErr     error
-	idle        atomic.Bool // waiting for the next request
+	empty       bool        // tryRead found nothing
+	idle        atomic.Bool // waiting for the next request in Go's poller
+	stop        func() bool // ends the reload hook
+
+	// Parking idle in the poller (httpidle.go).
+	idleSince time.Time // when the wait for the next request began
+	resumed   bool      // running again after parking
+	key       park.Key  // registration with the poller, made at the first park
+	timer     *time.Timer
+	mu        sync.Mutex // guards what follows
+	parked    bool
+	pending   bool      // readable while not parked
+	deadline  time.Time // when a parked connection closes; zero for never
 }
 
 // exchange is one request's working set.
@@ -109,15 +124,71 @@ func (f *Frontend) httpSession(c *net.TCPConn) {
 	s.in.Conn = c
 	s.rc, _ = c.SyscallConn()
 	s.readable = s.wait
+	s.tryRead = s.try
 	// Stopping (a reload) closes idle keep-alive connections at once;
 	// busy ones close after their response, which says so.
-	stop := context.AfterFunc(f.ctx, func() {
-		if s.idle.Load() {
-			c.SetReadDeadline(time.Now().Add(s.drainGrace()))
-		}
-	})
+	s.stop = context.AfterFunc(f.ctx, s.stopping)
+	if !s.greet() {
+		s.close()
+		return
+	}
 	s.serve()
-	stop()
+}
+
+// greet reads the PROXY header, if any, and applies tcp_request rules;
+// false closes the connection.
+func (s *httpSession) greet() bool {
+	cfg := s.f.Config
+	if cfg.AcceptProxy {
+		deadline := s.accept.Add(cfg.Timeouts.HTTPRequest)
+		h, err := proxyproto.Read(s.c, deadline)
+		if err != nil {
+			s.f.Stats.ReqErrors.Add(1)
+			return false
+		}
+		if !h.Local {
+			s.client, s.dst = h.Src, h.Dst
+		}
+	}
+	if !s.f.allowed(s.client.Addr()) {
+		s.f.Stats.Denied.Add(1)
+		return false
+	}
+	return true
+}
+
+// serve answers requests until the connection is to be closed, or until
+// it parks idle in the poller (see waitIdle), which resumes it later on a
+// new goroutine.
+func (s *httpSession) serve() {
+	for {
+		switch s.readRequest() {
+		case requestParked:
+			return
+		case requestNone:
+			s.close()
+			return
+		}
+		if !s.handle() {
+			s.close()
+			return
+		}
+		s.requests++
+	}
+}
+
+// close ends the session: what it holds goes back, the connection closes.
+func (s *httpSession) close() {
+	f := s.f
+	s.stop()
+	s.mu.Lock()
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	s.mu.Unlock()
+	if p, err := poller(); err == nil {
+		p.Remove(s.key)
+	}
 	if s.own != nil {
 		s.own.Discard()
 	}
@@ -128,36 +199,11 @@ func (f *Frontend) httpSession(c *net.TCPConn) {
 		putBuf(s.in.Buf)
 		s.in.Buf = nil
 	}
-	c.Close()
+	s.c.Close()
 	f.Stats.Close()
 	f.process.Stats.Close()
 	f.release()
 	f.wg.Done()
-}
-
-func (s *httpSession) serve() {
-	cfg := s.f.Config
-	if cfg.AcceptProxy {
-		deadline := s.accept.Add(cfg.Timeouts.HTTPRequest)
-		h, err := proxyproto.Read(s.c, deadline)
-		if err != nil {
-			s.f.Stats.ReqErrors.Add(1)
-			return
-		}
-		if !h.Local {
-			s.client, s.dst = h.Src, h.Dst
-		}
-	}
-	if !s.f.allowed(s.client.Addr()) {
-		s.f.Stats.Denied.Add(1)
-		return
-	}
-	for s.readRequest() {
-		if !s.handle() {
-			return
-		}
-		s.requests++
-	}
 }
 
 func (s *httpSession) acquire() {
@@ -223,50 +269,30 @@ func (s *httpSession) drainGrace() time.Duration {
 	return g
 }
 
-// lastLook reads what has arrived without waiting for more.
-func (s *httpSession) lastLook(fd uintptr) bool {
-	if !s.wait(fd) {
-		s.waitEOF = true // nothing came: close
-	}
+// try runs inside RawConn.Read: it reads what has arrived without waiting
+// (see wait), noting in empty whether nothing had.
+func (s *httpSession) try(fd uintptr) bool {
+	s.empty = !s.wait(fd)
 	return true
 }
 
-// readRequest waits for the next request head and parses it. It returns
-// false when the connection is to be closed (answered if need be).
-func (s *httpSession) readRequest() bool {
+// Outcomes of readRequest.
+const (
+	requestRead   = iota // a request head is parsed
+	requestNone          // close the connection (answered if need be)
+	requestParked        // idle in the poller; the session resumes later
+)
+
+// readRequest waits for the next request head and parses it.
+func (s *httpSession) readRequest() int {
 	f := s.f
 	t := f.Config.Timeouts
 	start := s.accept
 	if s.requests > 0 {
 		start = time.Now()
 		if len(s.in.Buffered()) == 0 {
-			// Idle between requests: the wait gives the exchange and the
-			// buffer back if it has to park (see wait).
-			ka := t.HTTPKeepAlive
-			if ka == 0 {
-				ka = t.HTTPRequest
-			}
-			if f.ctx.Err() != nil {
-				ka = s.drainGrace()
-			}
-			if ka > 0 {
-				s.c.SetReadDeadline(start.Add(ka))
-			}
-			s.waitEOF, s.waitErr = false, nil
-			s.idle.Store(true)
-			if f.ctx.Err() != nil {
-				s.c.SetReadDeadline(time.Now().Add(s.drainGrace()))
-			}
-			err := s.rc.Read(s.readable)
-			s.idle.Store(false)
-			if err != nil && isTimeout(err) && f.ctx.Err() != nil {
-				// Woken by a stop: a request that reached the socket
-				// meanwhile is served (with connection: close), not reset.
-				s.c.SetReadDeadline(time.Time{})
-				err = s.rc.Read(s.lastLook)
-			}
-			if err != nil || s.waitEOF || s.waitErr != nil || len(s.in.Buffered()) == 0 {
-				return false
+			if r := s.waitIdle(); r != requestRead {
+				return r
 			}
 			start = time.Now()
 		}
@@ -286,7 +312,7 @@ func (s *httpSession) readRequest() bool {
 	if err == nil {
 		x.e.TR = stats.Since(start)
 		s.in.Discard(x.req.HeadLen)
-		return true
+		return requestRead
 	}
 	got := len(s.in.Buffered()) > 0
 	x.e.Request = badRequest
@@ -297,7 +323,7 @@ func (s *httpSession) readRequest() bool {
 		s.fail(perr.Status, 'P', 'R')
 	case isTimeout(err):
 		if !got && s.requests > 0 {
-			return false // an idle keep-alive connection timing out
+			return requestNone // an idle keep-alive connection timing out
 		}
 		f.Stats.ReqErrors.Add(1)
 		s.fail(408, 'c', 'R')
@@ -307,7 +333,7 @@ func (s *httpSession) readRequest() bool {
 		x.e.Status = -1
 		s.log()
 	}
-	return false
+	return requestNone
 }
 
 // fail answers with an error status, logs and leaves the connection to

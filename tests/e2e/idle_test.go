@@ -1,0 +1,200 @@
+package e2e
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// goroutines reads go_goroutines from sluice's /metrics.
+func goroutines(t *testing.T, mon string) float64 {
+	t.Helper()
+	v, ok := value(scrape(t, "http://"+mon+"/metrics"), "go_goroutines", nil)
+	if !ok {
+		t.Fatal("no go_goroutines in /metrics")
+	}
+	return v
+}
+
+const idleConns = 200
+
+// TestIdleSessionsHoldNoGoroutine opens 200 TCP sessions and 200 HTTP
+// keep-alive connections and leaves them idle: they wait in sluice's
+// poller, so the number of goroutines does not grow with them, and every
+// one of them still works afterwards.
+func TestIdleSessionsHoldNoGoroutine(t *testing.T) {
+	t.Parallel()
+	echo := newBackend(t, "s")
+	web := newWebServer(t, "web")
+	tcpFe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	httpFe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	mon := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	startSluice(t, fmt.Sprintf(`
+defaults {
+  timeout {
+    client          = "30s"
+    server          = "30s"
+    http_keep_alive = "30s"
+  }
+}
+listen "tcp" {
+  bind = [%q]
+  server "s" { address = %q }
+}
+listen "web" {
+  mode = "http"
+  bind = [%q]
+  server "web" { address = %q }
+}
+listen "metrics" {
+  mode = "http"
+  bind = [%q]
+  prometheus { uri = "/metrics" }
+}
+`, tcpFe, echo.addr, httpFe, web.addr, mon))
+	before := goroutines(t, mon)
+
+	var tcp []*client
+	for range idleConns {
+		c, g := dial(t, tcpFe)
+		if g != "s" {
+			t.Fatalf("greeting %q", g)
+		}
+		defer c.Close()
+		tcp = append(tcp, c)
+	}
+	type keepAlive struct {
+		c net.Conn
+		r *bufio.Reader
+	}
+	get := func(k keepAlive, path string) error {
+		fmt.Fprintf(k.c, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path)
+		k.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(k.r, nil)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		if resp.StatusCode != 200 || resp.Close {
+			return fmt.Errorf("%s, close %v", resp.Status, resp.Close)
+		}
+		return nil
+	}
+	var web200 []keepAlive
+	for i := range idleConns {
+		c, err := net.Dial("tcp", httpFe)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		k := keepAlive{c, bufio.NewReader(c)}
+		if err := get(k, fmt.Sprintf("/first/%d", i)); err != nil {
+			t.Fatalf("first request %d: %v", i, err)
+		}
+		web200 = append(web200, k)
+	}
+	// Idle HTTP connections keep their goroutine briefly (parkAfter), then park.
+	time.Sleep(1500 * time.Millisecond)
+	if now := goroutines(t, mon); now > before+20 {
+		t.Errorf("%v goroutines with %d idle TCP sessions and %d idle keep-alive connections, %v before: idle connections hold goroutines",
+			now, idleConns, idleConns, before)
+	} else {
+		t.Logf("goroutines: %v before, %v with %d idle connections", before, now, 2*idleConns)
+	}
+
+	for i, c := range tcp {
+		msg := fmt.Sprintf("still here %d\n", i)
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, msg); err != nil {
+			t.Fatalf("TCP session %d: %v", i, err)
+		}
+		if line, err := c.r.ReadString('\n'); err != nil || line != msg {
+			t.Fatalf("TCP session %d echoed %q, %v; want %q", i, line, err, msg)
+		}
+	}
+	for i, k := range web200 {
+		if err := get(k, fmt.Sprintf("/second/%d", i)); err != nil {
+			t.Fatalf("second request on parked connection %d: %v", i, err)
+		}
+	}
+}
+
+// TestParkedKeepAliveLimits: a keep-alive connection parked in the poller
+// is still closed when http_keep_alive runs out, and within a second of a
+// reload; a request it sends first is answered.
+func TestParkedKeepAliveLimits(t *testing.T) {
+	t.Parallel()
+	web := newWebServer(t, "web")
+	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg := fmt.Sprintf(`
+global { hard_stop_after = "30s" }
+defaults {
+  mode = "http"
+  timeout {
+    client          = "30s"
+    server          = "30s"
+    http_keep_alive = "%s"
+  }
+}
+listen "fe" {
+  bind = [%q]
+  server "s" { address = %q }
+}
+`, "2500ms", fe, web.addr)
+	r := startReloadable(t, cfg, sluiceBin)
+	open := func() (net.Conn, *bufio.Reader, time.Time) {
+		c, err := net.Dial("tcp", fe)
+		if err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(c)
+		fmt.Fprint(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("first request: %v %v", resp, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		return c, br, time.Now()
+	}
+	closedAt := func(c net.Conn, br *bufio.Reader) time.Time {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := br.ReadByte(); !errors.Is(err, io.EOF) && !isReset(err) {
+			t.Fatalf("idle connection: %v, want it closed", err)
+		}
+		return time.Now()
+	}
+
+	// Parked after 100 ms, closed at 2.5 s.
+	c, br, last := open()
+	defer c.Close()
+	if idle := closedAt(c, br).Sub(last); idle < 2300*time.Millisecond || idle > 3500*time.Millisecond {
+		t.Errorf("parked connection closed after %v idle, want about 2.5s (http_keep_alive)", idle)
+	}
+
+	// A request after parking is answered.
+	c2, br2, _ := open()
+	defer c2.Close()
+	time.Sleep(1500 * time.Millisecond)
+	fmt.Fprint(c2, "GET /again HTTP/1.1\r\nHost: x\r\n\r\n")
+	c2.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if resp, err := http.ReadResponse(br2, nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("request on a parked connection: %v %v", resp, err)
+	}
+
+	// A reload closes a parked connection within its second of grace.
+	c3, br3, _ := open()
+	defer c3.Close()
+	time.Sleep(1200 * time.Millisecond)
+	start := time.Now()
+	if out, errOut, code := r.reload(""); code != 0 {
+		t.Fatalf("reload: %s%s", out, errOut)
+	}
+	if d := closedAt(c3, br3).Sub(start); d > 2*time.Second {
+		t.Errorf("parked connection closed %v after the reload, want within about 1s", d)
+	}
+}
