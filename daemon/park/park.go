@@ -115,6 +115,16 @@ func (p *Poller) Remove(k Key) {
 	p.mu.Unlock()
 }
 
+// RemoveFD ends the registration k of fd and takes the socket out of the
+// epoll set, for a socket that stays open and may be added again.
+func (p *Poller) RemoveFD(k Key, fd int) {
+	if k == 0 {
+		return
+	}
+	p.Remove(k)
+	unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+}
+
 // Len is the number of registrations, for tests and statistics.
 func (p *Poller) Len() int {
 	p.mu.Lock()

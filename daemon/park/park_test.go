@@ -97,3 +97,27 @@ func TestStaleKeys(t *testing.T) {
 	unix.Write(b2, []byte("x"))
 	wait(t, w2, "the slot's new owner")
 }
+
+// A socket taken out with RemoveFD can be added again (by a tunnel after
+// an HTTP session that parked it).
+func TestRemoveFDAddAgain(t *testing.T) {
+	p, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := socketPair(t)
+	k, err := p.Add(a, make(waiter, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Add(a, make(waiter, 1)); err == nil {
+		t.Fatal("a socket added twice")
+	}
+	p.RemoveFD(k, a)
+	w := make(waiter, 8)
+	if _, err := p.Add(a, w); err != nil {
+		t.Fatalf("added again after RemoveFD: %v", err)
+	}
+	unix.Write(b, []byte("x"))
+	wait(t, w, "the new registration")
+}

@@ -1163,6 +1163,11 @@ func (s *httpSession) tunnel(be *backend.Backend, sc *backend.Conn) bool {
 		sc.Write(p)
 		s.in.Discard(len(p))
 	}
+	if p, err := poller(); err == nil && s.key != 0 {
+		// Parked before: the tunnel registers the socket anew.
+		p.RemoveFD(s.key, connFD(s.c))
+		s.key = 0
+	}
 	var tn tunnel
 	ct, bt := s.f.Config.Timeouts, be.Config.Timeouts
 	tn.t = tunnelTimeouts{client: ct.Client, server: bt.Server, clientFin: ct.ClientFin, serverFin: bt.ServerFin}

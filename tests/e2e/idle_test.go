@@ -198,3 +198,51 @@ listen "fe" {
 		t.Errorf("parked connection closed %v after the reload, want within about 1s", d)
 	}
 }
+
+// TestUpgradeAfterParking: a keep-alive connection that parked in the
+// poller can still switch to a WebSocket tunnel, which takes the socket
+// over from the session's registration.
+func TestUpgradeAfterParking(t *testing.T) {
+	t.Parallel()
+	web := newWebServer(t, "ws")
+	web.handler = func(rw http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") != "websocket" {
+			io.WriteString(rw, "plain\n")
+			return
+		}
+		c, brw, err := rw.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+		io.Copy(c, brw) // echo
+	}
+	port, _ := proxyTo(t, web.addr, `
+  timeout { http_keep_alive = "10s" }
+`)
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	fmt.Fprint(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, err := http.ReadResponse(r, nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("first request: %v %v", resp, err)
+	} else {
+		io.Copy(io.Discard, resp.Body)
+	}
+	time.Sleep(500 * time.Millisecond) // parks
+	fmt.Fprint(c, "GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("upgrade after parking: %v %v", resp, err)
+	}
+	fmt.Fprint(c, "ping\n")
+	if line, err := r.ReadString('\n'); err != nil || line != "ping\n" {
+		t.Fatalf("echo through the tunnel: %q %v", line, err)
+	}
+}
