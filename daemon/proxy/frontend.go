@@ -112,7 +112,8 @@ func (f *Frontend) Serve(ln *net.TCPListener) error {
 // connection once theirs is set up or done, instead of exiting: a new
 // session then starts on a stack already grown by dialing, without
 // creating a goroutine. More would keep stacks that bursts grew.
-var maxSpareWorkers = int32(4 * runtime.GOMAXPROCS(0))
+// (GOMAXPROCS is read each time: the configuration's threads set it.)
+func maxSpareWorkers() int32 { return int32(4 * runtime.GOMAXPROCS(0)) }
 
 // worker runs c's session, then others handed over by Serve while it is
 // one of the spare workers.
@@ -123,7 +124,7 @@ func (f *Frontend) worker(c *net.TCPConn) {
 		} else {
 			f.session(c)
 		}
-		if f.spare.Add(1) > maxSpareWorkers {
+		if f.spare.Add(1) > maxSpareWorkers() {
 			f.spare.Add(-1)
 			return
 		}

@@ -47,8 +47,9 @@ type Server struct {
 
 	// sessions are the connections established to this server. A map
 	// under a mutex, not a sync.Map, whose every Store allocates.
-	sessionsMu sync.Mutex
-	sessions   map[Session]struct{}
+	sessionsMu   sync.Mutex
+	sessions     map[Session]struct{}
+	sessionsPeak int // most sessions since the map was made
 
 	Stats stats.Counters
 	// Selected counts how often load-balancing chose this server.
@@ -83,6 +84,7 @@ func (s *Server) Track(ss Session) {
 		s.sessions = make(map[Session]struct{})
 	}
 	s.sessions[ss] = struct{}{}
+	s.sessionsPeak = max(s.sessionsPeak, len(s.sessions))
 	s.sessionsMu.Unlock()
 }
 
@@ -90,8 +92,9 @@ func (s *Server) Track(ss Session) {
 func (s *Server) Untrack(ss Session) {
 	s.sessionsMu.Lock()
 	delete(s.sessions, ss)
-	if len(s.sessions) == 0 {
-		s.sessions = nil // a map never shrinks: let a burst's go
+	if len(s.sessions) == 0 && s.sessionsPeak > 1024 {
+		// A map never shrinks: let the memory of a burst go.
+		s.sessions, s.sessionsPeak = nil, 0
 	}
 	s.sessionsMu.Unlock()
 }
