@@ -195,6 +195,18 @@ func serve(paths []string, worker bool, takeover string, extraAdmin *hcl.AdminSo
 						sigs <- syscall.SIGTERM
 						return
 					}
+					if b[0] == master.ProbeStop {
+						// A new generation serves: stop accepting before
+						// saying so (the master answers the reload then),
+						// and drain.
+						e.StopAccepting()
+						for _, srv := range admins {
+							srv.Close()
+						}
+						probe.Write(b)
+						sigs <- syscall.SIGTERM
+						return
+					}
 					probe.Write(b)
 				}
 			}()

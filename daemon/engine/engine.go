@@ -206,6 +206,16 @@ func (e *Engine) serveService(ln net.Listener, h http.Handler) {
 	}()
 }
 
+// StopAccepting stops the accept loops and closes this process's
+// listening sockets; sessions under way go on. A new generation sharing
+// the sockets takes every connection from then on.
+func (e *Engine) StopAccepting() {
+	for _, f := range e.Frontends {
+		f.Stop()
+	}
+	e.closeListeners()
+}
+
 // Stop stops accepting and waits for sessions under way, at most
 // grace (zero: without limit). It reports whether all sessions ended.
 func (e *Engine) Stop(grace time.Duration) bool {

@@ -115,19 +115,29 @@ type worker struct {
 	probe *os.File // our end of the worker's readiness and health socket
 }
 
+// Bytes the master sends on a worker's probe socket; the worker echoes
+// each one.
+const (
+	probeAlive = '?' // a health probe
+	ProbeStop  = 'S' // stop accepting; echoed once the listeners are closed
+)
+
 // alive probes the worker: one byte out, the same back within timeout.
-func (w *worker) alive(timeout time.Duration) bool {
+func (w *worker) alive(timeout time.Duration) bool { return w.ask(probeAlive, timeout) }
+
+// ask sends b on the probe socket and waits, up to timeout, for the echo.
+func (w *worker) ask(b byte, timeout time.Duration) bool {
 	if w.probe == nil {
 		return false
 	}
 	w.probe.SetDeadline(time.Now().Add(timeout))
 	defer w.probe.SetDeadline(time.Time{})
-	b := []byte{'?'}
-	if _, err := w.probe.Write(b); err != nil {
+	buf := []byte{b}
+	if _, err := w.probe.Write(buf); err != nil {
 		return false
 	}
-	_, err := io.ReadFull(w.probe, b)
-	return err == nil
+	_, err := io.ReadFull(w.probe, buf)
+	return err == nil && buf[0] == b
 }
 
 // Run runs the master until it is stopped and returns the exit code.
@@ -528,8 +538,14 @@ func (m *Master) reload(conn *net.UnixConn) {
 	m.gen, m.current = m.gen+1, w
 	m.reloads++
 	if old != nil {
-		// The new worker accepts on the same sockets: the old one may stop
-		// accepting now and drain what it holds.
+		// The new worker accepts on the same sockets: the old one stops
+		// accepting, and says so before we answer, so that no connection
+		// made after the answer reaches the old configuration. Then it
+		// drains what it holds. (A worker of an older binary only echoes:
+		// SIGTERM stops it as before.)
+		if !old.ask(ProbeStop, time.Second) {
+			m.log.Warn("the previous worker did not confirm it stopped accepting", "generation", old.gen, "pid", old.pid)
+		}
 		old.proc.Signal(syscall.SIGTERM)
 		m.draining = append(m.draining, old)
 		for len(m.draining) > maxDraining {
