@@ -29,6 +29,13 @@ type tunnelTimeouts struct {
 // direction copies through a pooled buffer until one read fills it; from
 // then on it is bulk and splices (see splice.go). Inactivity timeouts of
 // parked directions are one timer per tunnel.
+//
+// DESIGN.md sketches the splice path as io.Copy between the two
+// *net.TCPConn. That costs two goroutines per session for its whole life
+// and holds a pipe (two more descriptors) per direction for as long as the
+// copy lasts; splicing the same descriptors from here keeps the splice
+// path for bulk transfers while an idle session costs no goroutine, no
+// buffer and no pipe (docs/BENCHMARKS.md has the figures).
 type tunnel struct {
 	client, server *net.TCPConn
 	t              tunnelTimeouts
