@@ -9,6 +9,7 @@
 package park
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -83,6 +84,10 @@ func (p *Poller) Add(fd int, w Waiter) (Key, error) {
 		p.free = p.free[:n-1]
 	} else {
 		i = uint32(len(p.slots))
+		if i+1 >= 1<<shardShift {
+			p.mu.Unlock()
+			return 0, errors.New("park: too many sockets in one poller")
+		}
 		p.slots = append(p.slots, slot{})
 	}
 	s := &p.slots[i]
@@ -174,4 +179,60 @@ func setKey(ev *unix.EpollEvent, k Key) {
 
 func getKey(ev *unix.EpollEvent) Key {
 	return Key(uint64(uint32(ev.Pad))<<32 | uint64(uint32(ev.Fd)))
+}
+
+// Set spreads sockets over several pollers, by descriptor, so that no one
+// goroutine dispatches the wake-ups of every connection of a process that
+// runs on many cores.
+type Set struct {
+	shards []*Poller
+}
+
+// A Set's Key carries its poller's index above the slot's 24 bits.
+const shardShift = 24
+
+// NewSet starts n pollers (at least one, at most 256).
+func NewSet(n int) (*Set, error) {
+	n = min(max(n, 1), 256)
+	s := &Set{}
+	for range n {
+		p, err := New()
+		if err != nil {
+			return nil, err
+		}
+		s.shards = append(s.shards, p)
+	}
+	return s, nil
+}
+
+// Add registers fd with one of the pollers; see Poller.Add.
+func (s *Set) Add(fd int, w Waiter) (Key, error) {
+	i := fd % len(s.shards)
+	k, err := s.shards[i].Add(fd, w)
+	if err != nil {
+		return 0, err
+	}
+	return k | Key(i)<<shardShift, nil
+}
+
+func (s *Set) shard(k Key) (*Poller, Key) {
+	i := int(k>>shardShift) & 0xff
+	return s.shards[i], k &^ (0xff << shardShift)
+}
+
+// Remove ends the registration k; see Poller.Remove.
+func (s *Set) Remove(k Key) {
+	if k != 0 {
+		p, pk := s.shard(k)
+		p.Remove(pk)
+	}
+}
+
+// RemoveFD ends the registration k of fd and takes the socket out of its
+// epoll set; see Poller.RemoveFD.
+func (s *Set) RemoveFD(k Key, fd int) {
+	if k != 0 {
+		p, pk := s.shard(k)
+		p.RemoveFD(pk, fd)
+	}
 }

@@ -1,6 +1,7 @@
 package park
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -120,4 +121,42 @@ func TestRemoveFDAddAgain(t *testing.T) {
 	}
 	unix.Write(b, []byte("x"))
 	wait(t, w, "the new registration")
+}
+
+// A Set routes each key back to the poller that holds its socket.
+func TestSetShards(t *testing.T) {
+	s, err := NewSet(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type reg struct {
+		k    Key
+		a, b int
+		w    waiter
+	}
+	var regs []reg
+	for range 6 { // descriptors spread over the three pollers
+		a, b := socketPair(t)
+		w := make(waiter, 8)
+		k, err := s.Add(a, w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		regs = append(regs, reg{k, a, b, w})
+	}
+	for i, r := range regs {
+		unix.Write(r.b, []byte("x"))
+		wait(t, r.w, fmt.Sprintf("socket %d", i))
+	}
+	s.Remove(regs[0].k)
+	s.RemoveFD(regs[1].k, regs[1].a)
+	s.Remove(0)
+	for i, r := range regs {
+		unix.Write(r.b, []byte("y"))
+		if i < 2 {
+			quiet(t, r.w, fmt.Sprintf("removed socket %d", i))
+		} else {
+			wait(t, r.w, fmt.Sprintf("socket %d after others were removed", i))
+		}
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -87,7 +88,9 @@ type writeError struct{ err error }
 func (e writeError) Error() string { return e.err.Error() }
 func (e writeError) Unwrap() error { return e.err }
 
-var poller = sync.OnceValues(park.New)
+// poller is the process's park.Set: one poller per processor sluice runs
+// on, made at the first session, after threads has set GOMAXPROCS.
+var poller = sync.OnceValues(func() (*park.Set, error) { return park.NewSet(runtime.GOMAXPROCS(0)) })
 
 // start registers both sockets with the poller; directions start as
 // their sources become readable. The last direction to end calls done,
