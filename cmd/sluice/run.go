@@ -173,6 +173,15 @@ func serve(paths []string, worker bool, takeover string, extraAdmin *hcl.AdminSo
 		go srv.Serve()
 		admins = append(admins, srv)
 	}
+	// Retiring: no new connection and no new command; what is under way
+	// goes on. (Admin sockets close too: a successor may be taking the
+	// address over.)
+	stopAccepting := func() {
+		e.StopAccepting()
+		for _, srv := range admins {
+			srv.Close()
+		}
+	}
 	// On the way out, stop answering, but let commands under way finish:
 	// a reload asked over this socket answers after we were told to drain.
 	defer func() {
@@ -199,10 +208,7 @@ func serve(paths []string, worker bool, takeover string, extraAdmin *hcl.AdminSo
 						// A new generation serves: stop accepting before
 						// saying so (the master answers the reload then),
 						// and drain.
-						e.StopAccepting()
-						for _, srv := range admins {
-							srv.Close()
-						}
+						stopAccepting()
 						probe.Write(b)
 						sigs <- syscall.SIGTERM
 						return
@@ -228,9 +234,7 @@ func serve(paths []string, worker bool, takeover string, extraAdmin *hcl.AdminSo
 			return 0
 		default:
 			grace := cfg.Global.HardStopAfter
-			for _, srv := range admins {
-				srv.Close() // a successor may be taking the address over
-			}
+			stopAccepting()
 			log.Info("graceful stop: no new connections, waiting for sessions", "signal", sig.String(), "hard_stop_after", grace.String())
 			if !e.Stop(grace) {
 				log.Warn("hard_stop_after reached: closing remaining sessions")

@@ -219,15 +219,12 @@ func (e *Engine) StopAccepting() {
 // Stop stops accepting and waits for sessions under way, at most
 // grace (zero: without limit). It reports whether all sessions ended.
 func (e *Engine) Stop(grace time.Duration) bool {
-	for _, f := range e.Frontends {
-		f.Stop()
-	}
+	e.StopAccepting()
 	for _, srv := range e.services {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		srv.Shutdown(ctx) // a scrape under way may finish
 		cancel()
 	}
-	e.closeListeners()
 	for _, b := range e.Backends {
 		b.CloseIdle()
 	}

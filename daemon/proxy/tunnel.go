@@ -61,7 +61,7 @@ const (
 type pump struct {
 	tn           *tunnel
 	other        *pump
-	src, dst     *net.TCPConn
+	dst          *net.TCPConn
 	srcFD, dstFD int
 	dstRC        syscall.RawConn
 	srcSide      byte // 'C' or 'S': who we read from
@@ -107,7 +107,7 @@ func (tn *tunnel) start(done func()) {
 		tn.timer = time.AfterFunc(d, tn.expire)
 	}
 	p, err := poller()
-	for _, pm := range []*pump{&tn.up, &tn.down} {
+	for _, pm := range [2]*pump{&tn.up, &tn.down} {
 		if err == nil {
 			pm.key, err = p.Add(pm.srcFD, pm)
 		}
@@ -119,7 +119,7 @@ func (tn *tunnel) start(done func()) {
 }
 
 func (p *pump) init(tn *tunnel, other *pump, src, dst *net.TCPConn, side byte) {
-	p.tn, p.other, p.src, p.dst, p.srcSide = tn, other, src, dst, side
+	p.tn, p.other, p.dst, p.srcSide = tn, other, dst, side
 	p.srcFD, p.dstFD = connFD(src), connFD(dst)
 	p.dstRC, _ = dst.SyscallConn()
 	p.outFunc = p.spliceOut
@@ -291,21 +291,17 @@ func (p *pump) moved(n int) {
 // write sends b whole; when the destination is full it waits in Go's
 // poller, within the inactivity limit.
 func (p *pump) write(b []byte) error {
-	for {
-		n, err := unix.Write(p.dstFD, b)
-		if err == nil && n == len(b) {
-			return nil
-		}
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil && err != unix.EAGAIN {
-			return writeError{os.NewSyscallError("write", err)}
-		}
-		if n > 0 {
-			b = b[n:]
-		}
-		break
+	n, err := unix.Write(p.dstFD, b)
+	for err == unix.EINTR {
+		n, err = unix.Write(p.dstFD, b)
+	}
+	switch {
+	case err == nil && n == len(b):
+		return nil
+	case err != nil && err != unix.EAGAIN:
+		return writeError{os.NewSyscallError("write", err)}
+	case n > 0:
+		b = b[n:]
 	}
 	p.writeDeadline()
 	if _, err := p.dst.Write(b); err != nil {
@@ -351,32 +347,24 @@ func (p *pump) splice() error {
 	}
 }
 
-// drain splices the pipe's bytes to the destination.
+// drain splices the pipe's bytes to the destination; when it is full,
+// it waits for room in Go's poller, within the inactivity limit.
 func (p *pump) drain(pp *pipe) error {
-	for pp.pending > 0 {
-		n, err := unix.Splice(pp.r, nil, p.dstFD, nil, pp.pending, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
-		switch {
-		case err == unix.EINTR:
-		case err == unix.EAGAIN:
-			// The destination is full: wait for room in Go's poller.
-			p.writeDeadline()
-			p.out, p.outErr = pp, nil
-			if err := p.dstRC.Write(p.outFunc); err != nil {
-				return writeError{err}
-			}
-			if p.outErr != nil {
-				return writeError{p.outErr}
-			}
-		case err != nil:
-			return writeError{os.NewSyscallError("splice", err)}
-		default:
-			pp.pending -= int(n)
+	p.out, p.outErr = pp, nil
+	if !p.spliceOut(uintptr(p.dstFD)) {
+		p.writeDeadline()
+		if err := p.dstRC.Write(p.outFunc); err != nil {
+			return writeError{err}
 		}
+	}
+	if p.outErr != nil {
+		return writeError{p.outErr}
 	}
 	return nil
 }
 
-// spliceOut runs inside RawConn.Write: false waits until writable.
+// spliceOut empties the pipe into fd; false when fd is full (inside
+// RawConn.Write: wait until writable and call again).
 func (p *pump) spliceOut(fd uintptr) bool {
 	pp := p.out
 	for pp.pending > 0 {
