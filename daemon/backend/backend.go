@@ -142,10 +142,10 @@ func (b *Backend) Server(name string) *server.Server {
 	return nil
 }
 
-// dialer opens a server connection from a source; release gives its
-// source port back once the connection is closed.
+// dialer chooses the sources of a server connection's attempts; release
+// gives the source port back once the connection is closed.
 type dialer interface {
-	Dial(ctx context.Context, raddr string, timeout time.Duration) (conn *net.TCPConn, release func(), err error)
+	Attempts(attempt func(source.Bind) error) (release func(), err error)
 }
 
 // target is how to reach one server.
@@ -239,6 +239,9 @@ func (b *Backend) QueueLen() int64 { return b.queue.len.Load() }
 // Conn is an established server connection.
 type Conn struct {
 	*net.TCPConn
+	// FD is the socket of a connection made by ConnectFD, which has no
+	// TCPConn.
+	FD     int
 	Server *server.Server
 	// SendProxy is the PROXY protocol version the server expects, or 0.
 	SendProxy    int
@@ -334,7 +337,13 @@ func (b *Backend) HashesRequest() bool { return b.reqKey }
 
 // Connect finds a server for a session from client and connects to it.
 func (b *Backend) Connect(ctx context.Context, client netip.AddrPort) (*Conn, *Error) {
-	return b.ConnectKey(ctx, b.ClientKey(client), Reuse{})
+	return b.connect(ctx, b.ClientKey(client), Reuse{}, nil)
+}
+
+// ConnectFD is Connect on a raw socket that w follows through the
+// connect, outside Go's network poller: the Conn has FD and no TCPConn.
+func (b *Backend) ConnectFD(ctx context.Context, client netip.AddrPort, w source.Watcher) (*Conn, *Error) {
+	return b.connect(ctx, b.ClientKey(client), Reuse{}, w)
 }
 
 // Reuse says which existing connections a request may use.
@@ -346,6 +355,10 @@ type Reuse struct {
 // ConnectKey finds a server by key and connects to it, or reuses a
 // connection to that server as reuse allows.
 func (b *Backend) ConnectKey(ctx context.Context, key Key, reuse Reuse) (*Conn, *Error) {
+	return b.connect(ctx, key, reuse, nil)
+}
+
+func (b *Backend) connect(ctx context.Context, key Key, reuse Reuse, w source.Watcher) (*Conn, *Error) {
 	t := b.Config.Timeouts
 	start := time.Now()
 	var c *Conn
@@ -385,9 +398,20 @@ func (b *Backend) ConnectKey(ctx context.Context, key Key, reuse Reuse) (*Conn, 
 	for attempt := 0; ; attempt++ {
 		tg := b.targets[s]
 		dialStart := time.Now()
-		conn, release, err := tg.dialer.Dial(ctx, s.Addr(), t.Connect)
+		release, err := tg.dialer.Attempts(func(bd source.Bind) (err error) {
+			if w == nil {
+				c.TCPConn, err = source.DialNet(ctx, bd, s.Addr(), t.Connect)
+				return err
+			}
+			raddr, err := netip.ParseAddrPort(s.Addr())
+			if err != nil {
+				return err
+			}
+			c.FD, err = source.Connect(bd, raddr, t.Connect, w)
+			return err
+		})
 		if err == nil {
-			c.TCPConn, c.release, c.Server, c.SendProxy = conn, release, s, tg.sendProxy
+			c.release, c.Server, c.SendProxy = release, s, tg.sendProxy
 			c.ConnectTime = time.Since(dialStart)
 			c.Retries = attempt
 			return c, nil

@@ -5,6 +5,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"sluice/daemon/sock"
 )
 
@@ -49,7 +51,12 @@ func (c *Conn) Keep() {
 
 // Close closes the connection and frees its slot and source port.
 func (c *Conn) Close() error {
-	err := c.TCPConn.Close()
+	var err error
+	if c.TCPConn != nil {
+		err = c.TCPConn.Close()
+	} else {
+		err = unix.Close(c.FD)
+	}
 	c.release()
 	c.backend.Release(c.Server)
 	return err

@@ -18,13 +18,28 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Waiter is told when its socket may have become readable (bytes, end of
-// stream or an error); hangup is set when the peer has shut its sending
-// half or the connection failed, so that a reader knows to read on until
-// the end of the stream. Ready runs on the poller's goroutine: it must not
-// block, and typically starts a goroutine or notes the wake-up.
+// Event says what a socket may have become.
+type Event uint8
+
+const (
+	// Readable: bytes, the end of the stream or an error are waiting.
+	Readable Event = 1 << iota
+	// Writable: the socket has room to send, or failed (registrations
+	// made with AddRW only).
+	Writable
+	// Hangup: the peer has shut its sending half, or the connection
+	// failed, so that a reader knows to read on until the end of the
+	// stream.
+	Hangup
+	// Error: the connection failed (with Hangup).
+	Error
+)
+
+// Waiter is told when its socket may have become readable or writable.
+// Ready runs on the poller's goroutine: it must not block, and typically
+// starts a goroutine or notes the wake-up.
 type Waiter interface {
-	Ready(hangup bool)
+	Ready(ev Event)
 }
 
 // Key names one registration: a slot and its generation, which makes an
@@ -73,10 +88,22 @@ func New() (*Poller, error) {
 	return p, nil
 }
 
-// Add registers fd, a socket, for w. Events already pending (bytes
-// queued before Add) are reported at once. The registration ends when
-// Remove is called, or with the socket's last descriptor.
+// Add registers fd, a socket, for w, to be told when it is readable.
+// Events already pending (bytes queued before Add) are reported at once.
+// The registration ends when Remove is called, or with the socket's last
+// descriptor.
 func (p *Poller) Add(fd int, w Waiter) (Key, error) {
+	return p.add(fd, w, unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLET)
+}
+
+// AddRW is Add for a socket that is also written without blocking: w is
+// told as well when it may have room to send again (edge-triggered, so
+// after a write that found it full), or finished connecting.
+func (p *Poller) AddRW(fd int, w Waiter) (Key, error) {
+	return p.add(fd, w, unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET)
+}
+
+func (p *Poller) add(fd int, w Waiter, events uint32) (Key, error) {
 	p.mu.Lock()
 	var i uint32
 	if n := len(p.free); n > 0 {
@@ -94,7 +121,7 @@ func (p *Poller) Add(fd int, w Waiter) (Key, error) {
 	s.w = w
 	k := makeKey(i, s.gen)
 	p.mu.Unlock()
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET}
+	ev := unix.EpollEvent{Events: events}
 	setKey(&ev, k)
 	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		p.Remove(k)
@@ -164,11 +191,30 @@ func (p *Poller) run(keep *os.File) {
 			i, gen := getKey(&ev).slot()
 			if s := p.slots[i]; s.gen == gen && s.w != nil {
 				// Under the lock, so that Remove waits for a Ready under way.
-				s.w.Ready(ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0)
+				s.w.Ready(event(ev.Events))
 			}
 		}
 		p.mu.Unlock()
 	}
+}
+
+// event translates epoll's bits; an error or hangup wakes readers and
+// writers alike.
+func event(e uint32) Event {
+	var ev Event
+	if e&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		ev |= Readable
+	}
+	if e&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		ev |= Writable
+	}
+	if e&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		ev |= Hangup
+	}
+	if e&unix.EPOLLERR != 0 {
+		ev |= Error
+	}
+	return ev
 }
 
 // The 64 bits of epoll's user data are the Fd and Pad fields in
@@ -207,8 +253,17 @@ func NewSet(n int) (*Set, error) {
 
 // Add registers fd with one of the pollers; see Poller.Add.
 func (s *Set) Add(fd int, w Waiter) (Key, error) {
+	return s.add(fd, w, (*Poller).Add)
+}
+
+// AddRW registers fd with one of the pollers; see Poller.AddRW.
+func (s *Set) AddRW(fd int, w Waiter) (Key, error) {
+	return s.add(fd, w, (*Poller).AddRW)
+}
+
+func (s *Set) add(fd int, w Waiter, add func(*Poller, int, Waiter) (Key, error)) (Key, error) {
 	i := fd % len(s.shards)
-	k, err := s.shards[i].Add(fd, w)
+	k, err := add(s.shards[i], fd, w)
 	if err != nil {
 		return 0, err
 	}

@@ -8,9 +8,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-type waiter chan bool
+type waiter chan Event
 
-func (w waiter) Ready(hangup bool) { w <- hangup }
+func (w waiter) Ready(ev Event) { w <- ev }
 
 func socketPair(t *testing.T) (a, b int) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
@@ -24,8 +24,8 @@ func socketPair(t *testing.T) (a, b int) {
 func wait(t *testing.T, w waiter, what string) bool {
 	t.Helper()
 	select {
-	case h := <-w:
-		return h
+	case ev := <-w:
+		return ev&Hangup != 0
 	case <-time.After(2 * time.Second):
 		t.Fatalf("no Ready for %s", what)
 		return false
@@ -158,5 +158,47 @@ func TestSetShards(t *testing.T) {
 		} else {
 			wait(t, r.w, fmt.Sprintf("socket %d after others were removed", i))
 		}
+	}
+}
+
+func TestWritableAfterFull(t *testing.T) {
+	p, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := socketPair(t)
+	w := make(waiter, 64)
+	if _, err := p.AddRW(a, w); err != nil {
+		t.Fatal(err)
+	}
+	if ev := <-w; ev&Writable == 0 || ev&Readable != 0 {
+		t.Fatalf("first event %b, want writable only (room to send, nothing to read)", ev)
+	}
+	quiet(t, w, "nothing new (edge-triggered)")
+	chunk := make([]byte, 64<<10)
+	for {
+		if _, err := unix.Write(a, chunk); err == unix.EAGAIN {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	quiet(t, w, "a full socket")
+	for {
+		if _, err := unix.Read(b, chunk); err == unix.EAGAIN {
+			break
+		}
+	}
+	select {
+	case ev := <-w:
+		if ev&Writable == 0 {
+			t.Fatalf("event %b after the peer read, want writable", ev)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("no event once the peer made room")
+	}
+	unix.Close(b)
+	if !wait(t, w, "the peer's close") {
+		t.Error("no hangup on the peer's close")
 	}
 }

@@ -11,14 +11,19 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"sluice/daemon/backend"
 	"sluice/daemon/logging"
+	"sluice/daemon/park"
 	"sluice/daemon/proxyproto"
+	"sluice/daemon/source"
 	"sluice/daemon/stats"
 	"sluice/hcl"
 )
@@ -56,7 +61,7 @@ type Frontend struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	// handoff passes accepted connections to spare workers.
-	handoff chan *net.TCPConn
+	handoff chan accepted
 	spare   atomic.Int32
 }
 
@@ -65,14 +70,25 @@ func NewFrontend(cfg *hcl.Frontend, be *backend.Backend, p *Process, logs *loggi
 	f := &Frontend{Name: cfg.Name, Config: cfg, Backend: be, process: p, logs: logs, log: log.With("frontend", cfg.Name)}
 	f.Limit = NewLimit(cfg.MaxConn)
 	f.ctx, f.cancel = context.WithCancel(context.Background())
-	f.handoff = make(chan *net.TCPConn)
+	f.handoff = make(chan accepted)
 	return f
+}
+
+// accepted is a client connection: a raw socket for TCP sessions, whose
+// bytes sluice moves itself, or a *net.TCPConn for those read through
+// Go's net (HTTP, and the PROXY protocol header).
+type accepted struct {
+	fd   int
+	c    *net.TCPConn
+	peer netip.AddrPort // of a raw socket
 }
 
 // Serve accepts on ln until Stop. When a limit is reached it stops
 // accepting, so new connections wait in the kernel's accept queue instead
 // of being accepted and closed.
 func (f *Frontend) Serve(ln *net.TCPListener) error {
+	accept, done := f.acceptor(ln)
+	defer done()
 	delay := time.Duration(0)
 	for {
 		if !f.acquire() {
@@ -82,7 +98,7 @@ func (f *Frontend) Serve(ln *net.TCPListener) error {
 		// zero between accept and the session's start and let the process
 		// exit with a connection just accepted.
 		f.wg.Add(1)
-		c, err := ln.AcceptTCP()
+		a, err := accept()
 		if err != nil {
 			f.wg.Done()
 			f.release()
@@ -101,10 +117,83 @@ func (f *Frontend) Serve(ln *net.TCPListener) error {
 		}
 		delay = 0
 		select {
-		case f.handoff <- c:
+		case f.handoff <- a:
 		default:
-			go f.worker(c)
+			go f.worker(a)
 		}
+	}
+}
+
+// acceptor returns how Serve accepts from ln, and what to call when it
+// is done. A plain TCP frontend takes raw sockets with accept4: Go's net
+// would register each connection with its poller and ask for its
+// addresses, calls HAProxy does not make either. The listener then waits
+// in sluice's own poller (a *net.TCPListener's RawConn cannot wait), and
+// each accept4 runs under RawConn.Control, which keeps the descriptor
+// from being closed under it.
+func (f *Frontend) acceptor(ln *net.TCPListener) (accept func() (accepted, error), done func()) {
+	viaNet := func() (accepted, error) {
+		c, err := ln.AcceptTCP()
+		return accepted{fd: -1, c: c}, err
+	}
+	if f.Config.HTTP != nil || f.Config.AcceptProxy {
+		return viaNet, func() {}
+	}
+	rc, err := ln.SyscallConn()
+	if err != nil {
+		return viaNet, func() {}
+	}
+	p, err := poller()
+	if err != nil {
+		return viaNet, func() {}
+	}
+	ready := make(signal, 1)
+	var key park.Key
+	rc.Control(func(fd uintptr) {
+		// Accepted sockets inherit TCP_NODELAY, which Go's net would set
+		// on each one.
+		unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		key, err = p.Add(int(fd), ready)
+	})
+	if err != nil || key == 0 {
+		return viaNet, func() {}
+	}
+	var a accepted
+	var aerr error
+	accept4 := func(lfd uintptr) {
+		for {
+			fd, sa, err := unix.Accept4(int(lfd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+			if err != unix.EINTR && err != unix.ECONNABORTED {
+				a, aerr = accepted{fd: fd, peer: source.AddrPort(sa)}, err
+				return
+			}
+		}
+	}
+	accept = func() (accepted, error) {
+		for {
+			if err := rc.Control(accept4); err != nil {
+				return accepted{}, err
+			}
+			if aerr != unix.EAGAIN {
+				return a, os.NewSyscallError("accept4", aerr)
+			}
+			select {
+			case <-ready:
+			case <-f.ctx.Done():
+				return accepted{}, net.ErrClosed
+			}
+		}
+	}
+	return accept, func() { p.Remove(key) }
+}
+
+// signal is a park.Waiter that keeps one wake-up for a goroutine.
+type signal chan struct{}
+
+func (s signal) Ready(park.Event) {
+	select {
+	case s <- struct{}{}:
+	default:
 	}
 }
 
@@ -115,21 +204,21 @@ func (f *Frontend) Serve(ln *net.TCPListener) error {
 // (GOMAXPROCS is read each time: the configuration's threads set it.)
 func maxSpareWorkers() int32 { return int32(4 * runtime.GOMAXPROCS(0)) }
 
-// worker runs c's session, then others handed over by Serve while it is
+// worker runs a's session, then others handed over by Serve while it is
 // one of the spare workers.
-func (f *Frontend) worker(c *net.TCPConn) {
+func (f *Frontend) worker(a accepted) {
 	for {
 		if f.Config.HTTP != nil {
-			f.httpSession(c)
+			f.httpSession(a.c)
 		} else {
-			f.session(c)
+			f.session(a)
 		}
 		if f.spare.Add(1) > maxSpareWorkers() {
 			f.spare.Add(-1)
 			return
 		}
 		select {
-		case c = <-f.handoff:
+		case a = <-f.handoff:
 			f.spare.Add(-1)
 		case <-f.ctx.Done():
 			f.spare.Add(-1)
@@ -169,19 +258,24 @@ func (f *Frontend) Wait() { f.wg.Wait() }
 // finish.
 type session struct {
 	f           *Frontend
-	c           *net.TCPConn
-	client, dst netip.AddrPort
-	sc          *backend.Conn // nil until connected
-	beOpen      bool          // counted in the backend's sessions
+	c           *net.TCPConn   // nil for a raw socket
+	fd          int            // the client's socket
+	client, dst netip.AddrPort // dst: known with the PROXY protocol only
+	sc          *backend.Conn  // nil until connected
+	beOpen      bool           // counted in the backend's sessions
 	tunneled    bool
 	e           logging.TCPEntry
 	tn          tunnel
 }
 
-func (f *Frontend) session(c *net.TCPConn) {
+func (f *Frontend) session(a accepted) {
 	f.process.Stats.Open()
 	f.Stats.Open()
-	s := &session{f: f, c: c, client: addrPort(c.RemoteAddr()), dst: addrPort(c.LocalAddr())}
+	s := &session{f: f, c: a.c, fd: a.fd, client: a.peer}
+	if a.c != nil {
+		s.fd, s.client, s.dst = connFD(a.c), addrPort(a.c.RemoteAddr()), addrPort(a.c.LocalAddr())
+	}
+	s.tn.prepare()
 	s.e = logging.TCPEntry{
 		Accept: time.Now(), Frontend: f.Name, Backend: f.Backend.Name, Server: "<NOSRV>",
 		Tw: -1, Tc: -1, Term: [2]byte{'-', '-'},
@@ -192,7 +286,7 @@ func (f *Frontend) session(c *net.TCPConn) {
 	}
 	s.tunneled = true
 	s.sc.Server.Track(s)
-	s.tn.start(s.finish)
+	s.tn.start(s.fd, s.sc.FD, s.finish)
 }
 
 // Kill ends the session at once (shutdown sessions server); it is logged
@@ -242,7 +336,7 @@ func (s *session) setup() bool {
 	s.beOpen = true
 	// Not f.ctx: stopping to accept (a reload) must not abort sessions
 	// already accepted, even those still waiting for a server.
-	sc, cerr := be.Connect(context.Background(), s.client)
+	sc, cerr := be.ConnectFD(context.Background(), s.client, &s.tn)
 	if cerr != nil {
 		e.Tw = cerr.Wait.Milliseconds()
 		e.Term = cerr.Term
@@ -258,8 +352,15 @@ func (s *session) setup() bool {
 	e.Retries, e.Redispatched, e.BeQueue = sc.Retries, sc.Redispatched, sc.BeQueue
 
 	if sc.SendProxy > 0 {
+		if !s.dst.IsValid() {
+			if sa, err := unix.Getsockname(s.fd); err == nil {
+				s.dst = source.AddrPort(sa)
+			}
+		}
+		// A socket just connected has room for a header of 108 bytes at
+		// most: a short write is a failure.
 		hdr := proxyproto.Append(make([]byte, 0, 64), sc.SendProxy, s.client, s.dst)
-		if _, err := sc.Write(hdr); err != nil {
+		if n, err := unix.Write(sc.FD, hdr); err != nil || n != len(hdr) {
 			e.Term = [2]byte{'S', 'C'}
 			return false
 		}
@@ -271,7 +372,6 @@ func (s *session) setup() bool {
 		tun := max(tm.Tunnel, bt.Tunnel)
 		s.tn.t.client, s.tn.t.server = tun, tun
 	}
-	s.tn.client, s.tn.server = s.c, sc.TCPConn
 	return true
 }
 
@@ -302,12 +402,19 @@ func (s *session) finish() {
 	e.ActConn, e.FeConn, e.BeConn = f.process.Stats.Cur.Load(), f.Stats.Cur.Load(), be.Stats.Cur.Load()
 	if s.sc != nil {
 		e.SrvConn = s.sc.Server.Load()
+		if !s.tunneled {
+			s.tn.Forget() // the registration made while connecting
+		}
 		s.sc.Close()
 	}
 	if s.beOpen {
 		be.Stats.Close()
 	}
-	s.c.Close()
+	if s.c != nil {
+		s.c.Close()
+	} else {
+		unix.Close(s.fd)
+	}
 	e.Client = s.client
 	e.Tt = stats.Since(e.Accept)
 	if s.beOpen {

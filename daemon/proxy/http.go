@@ -1175,11 +1175,10 @@ func (s *httpSession) tunnel(be *backend.Backend, sc *backend.Conn) bool {
 		tun := max(ct.Tunnel, bt.Tunnel)
 		tn.t.client, tn.t.server = tun, tun
 	}
-	tn.client, tn.server = s.c, sc.TCPConn
 	s.c.SetDeadline(time.Time{})
 	sc.SetDeadline(time.Time{})
 	done := make(chan struct{})
-	tn.start(func() { close(done) })
+	tn.start(connFD(s.c), connFD(sc.TCPConn), func() { close(done) })
 	<-done
 	in, outBytes, term := tn.result()
 	x.e.Bytes += outBytes

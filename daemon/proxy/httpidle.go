@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"time"
+
+	"sluice/daemon/park"
 )
 
 // parkAfter is how long an idle keep-alive connection keeps its goroutine,
@@ -135,7 +137,7 @@ func (s *httpSession) look() int {
 }
 
 // Ready is called by the poller when the client may have sent something.
-func (s *httpSession) Ready(bool) {
+func (s *httpSession) Ready(park.Event) {
 	s.mu.Lock()
 	if !s.parked {
 		s.pending = true

@@ -8,7 +8,6 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -22,14 +21,20 @@ type tunnelTimeouts struct {
 	clientFin, serverFin time.Duration // once that side has shut its sending half
 }
 
-// tunnel carries bytes both ways between two TCP connections.
+// tunnel carries bytes both ways between two TCP sockets.
 //
 // An idle tunnel has no goroutine: both sockets wait in the process's
 // park.Poller, and a goroutine starts for a direction when its source
 // becomes readable. It moves everything queued, then parks again. A
 // direction copies through a pooled buffer until one read fills it; from
-// then on it is bulk and splices (see splice.go). Inactivity timeouts of
-// parked directions are one timer per tunnel.
+// then on it is bulk and splices (see splice.go). A direction whose
+// destination is full waits for the poller to say it has room. Inactivity
+// timeouts of parked directions are one timer per tunnel.
+//
+// The tunnel works on the descriptors alone: a TCP session's sockets are
+// accepted and connected raw and never enter Go's network poller, which
+// saves its registrations and the address lookups of package net on every
+// connection. Whoever owns the sockets closes them once done is called.
 //
 // DESIGN.md sketches the splice path as io.Copy between the two
 // *net.TCPConn. That costs two goroutines per session for its whole life
@@ -38,49 +43,50 @@ type tunnelTimeouts struct {
 // path for bulk transfers while an idle session costs no goroutine, no
 // buffer and no pipe (docs/BENCHMARKS.md has the figures).
 type tunnel struct {
-	client, server *net.TCPConn
-	t              tunnelTimeouts
-	last           atomic.Int64 // unix nanoseconds of the last bytes moved either way
-	term           atomic.Uint32
-	up, down       pump // client to server, server to client
-	timer          *time.Timer
-	done           func()
+	t        tunnelTimeouts
+	last     atomic.Int64 // unix nanoseconds of the last bytes moved either way
+	term     atomic.Uint32
+	up, down pump // client to server, server to client
+	timer    *time.Timer
+	done     func()
 
-	mu   sync.Mutex // guards the pumps' state and pending, and live
+	mu   sync.Mutex // guards the pumps' state, pending and room, and live
 	live int        // directions not ended
 }
 
 // Pump states, under tunnel.mu.
 const (
-	parked  = iota // waiting in the poller, no goroutine
-	running        // a goroutine is moving bytes
+	unstarted = iota // registered before start (a connecting server): readiness is noted
+	parked           // waiting in the poller, no goroutine
+	running          // a goroutine is moving bytes
 	ended
 )
 
-// pump is one direction.
+// pump is one direction. Its registration with the poller is its
+// source's: readable wakes it, writable wakes the other pump, whose
+// destination that socket is.
 type pump struct {
-	tn           *tunnel
-	other        *pump
-	dst          *net.TCPConn
-	srcFD, dstFD int
-	dstRC        syscall.RawConn
-	srcSide      byte // 'C' or 'S': who we read from
-	bytes        int64
-	bulk         bool        // splices; set once a read fills a copy buffer
-	eof          atomic.Bool // saw the end of stream and passed it on
-	hangup       atomic.Bool // the poller saw the source's end of stream coming
-	key          park.Key
-	state        uint8
-	pending      bool // readable again while running
-
-	// the splice to dst waiting in Go's poller (dstRC.Write)
-	out     *pipe
-	outErr  error
-	outFunc func(fd uintptr) bool
+	tn       *tunnel
+	other    *pump
+	src, dst int
+	srcSide  byte // 'C' or 'S': who we read from
+	bytes    int64
+	bulk     bool        // splices; set once a read fills a copy buffer
+	eof      atomic.Bool // saw the end of stream and passed it on
+	fin      atomic.Bool // the poller saw the source's end of stream arrive
+	failed   atomic.Bool // the poller saw the source fail
+	key      park.Key
+	state    uint8
+	pending  bool          // readable again while running
+	room     bool          // dst reported writable since the last wait
+	wake     chan struct{} // made when a write first waits for room
 }
 
 // errAgain ends a burst: the source has nothing more queued.
 var errAgain = errors.New("nothing queued")
+
+// errAborted ends a direction the tunnel's abort stopped.
+var errAborted = errors.New("tunnel aborted")
 
 // writeError marks a failure writing to the destination, for blame.
 type writeError struct{ err error }
@@ -92,48 +98,76 @@ func (e writeError) Unwrap() error { return e.err }
 // on, made at the first session, after threads has set GOMAXPROCS.
 var poller = sync.OnceValues(func() (*park.Set, error) { return park.NewSet(runtime.GOMAXPROCS(0)) })
 
-// start registers both sockets with the poller; directions start as
-// their sources become readable. The last direction to end calls done,
-// after which result tells the outcome.
-func (tn *tunnel) start(done func()) {
+// prepare links the pumps, before a socket is registered.
+func (tn *tunnel) prepare() {
+	tn.up.tn, tn.up.other, tn.up.srcSide = tn, &tn.down, 'C'
+	tn.down.tn, tn.down.other, tn.down.srcSide = tn, &tn.up, 'S'
+}
+
+// The tunnel follows its server socket through a non-blocking connect
+// (source.Watcher), so that the registration made for it then is the
+// one the tunnel keeps.
+
+// Watch registers a connecting server socket.
+func (tn *tunnel) Watch(fd int) error {
+	p, err := poller()
+	if err == nil {
+		tn.down.key, err = p.AddRW(fd, &tn.down)
+	}
+	return err
+}
+
+// Wait waits until the connecting socket is writable.
+func (tn *tunnel) Wait(deadline time.Time) bool { return tn.up.awaitRoom(deadline) }
+
+// Forget drops a failed attempt's registration and what it reported.
+func (tn *tunnel) Forget() {
+	if p, err := poller(); err == nil {
+		p.Remove(tn.down.key)
+	}
+	tn.down.key = 0
+	tn.mu.Lock()
+	tn.down.pending, tn.up.room = false, false
+	tn.mu.Unlock()
+	tn.down.fin.Store(false)
+	tn.down.failed.Store(false)
+}
+
+// start carries bytes between client and server, registering with the
+// poller whichever is not yet; directions start as their sources become
+// readable. The last direction to end calls done, after which result
+// tells the outcome.
+func (tn *tunnel) start(client, server int, done func()) {
+	tn.prepare()
 	tn.done = done
 	tn.last.Store(time.Now().UnixNano())
-	// Both directions, and start itself until both keys are known: a
+	tn.up.src, tn.up.dst = client, server
+	tn.down.src, tn.down.dst = server, client
+	// Both directions, and start itself until both are under way: a
 	// direction can run and end as soon as its socket is added.
 	tn.live = 3
-	tn.up.init(tn, &tn.down, tn.client, tn.server, 'C')
-	tn.down.init(tn, &tn.up, tn.server, tn.client, 'S')
 	if d := tn.nextCheck(time.Now()); d > 0 {
 		tn.timer = time.AfterFunc(d, tn.expire)
 	}
 	p, err := poller()
 	for _, pm := range [2]*pump{&tn.up, &tn.down} {
-		if err == nil {
-			pm.key, err = p.Add(pm.srcFD, pm)
+		if err == nil && pm.key == 0 {
+			pm.key, err = p.AddRW(pm.src, pm)
 		}
 	}
+	tn.mu.Lock()
+	for _, pm := range [2]*pump{&tn.up, &tn.down} {
+		pm.state = parked
+		if pm.pending {
+			pm.pending, pm.state = false, running
+			go pm.run()
+		}
+	}
+	tn.mu.Unlock()
 	if err != nil {
 		tn.abort('P', 'D') // no poller: the process is out of descriptors
 	}
 	tn.end(nil)
-}
-
-func (p *pump) init(tn *tunnel, other *pump, src, dst *net.TCPConn, side byte) {
-	p.tn, p.other, p.dst, p.srcSide = tn, other, dst, side
-	p.srcFD, p.dstFD = connFD(src), connFD(dst)
-	p.dstRC, _ = dst.SyscallConn()
-	p.outFunc = p.spliceOut
-	p.state = parked
-}
-
-// connFD is the descriptor under c. The tunnel uses it directly: neither
-// socket is closed before both directions have ended.
-func connFD(c *net.TCPConn) int {
-	fd := -1
-	if rc, err := c.SyscallConn(); err == nil {
-		rc.Control(func(f uintptr) { fd = int(f) })
-	}
-	return fd
 }
 
 // result returns bytes from the client, bytes to the client and HAProxy's
@@ -146,10 +180,19 @@ func (tn *tunnel) result() (in, out int64, term [2]byte) {
 	return tn.up.bytes, tn.down.bytes, [2]byte{byte(t >> 8), byte(t)}
 }
 
-// Ready is called by the poller when the source may be readable.
-func (p *pump) Ready(hangup bool) {
-	if hangup {
-		p.hangup.Store(true)
+// Ready is called by the poller when p's source may be readable or
+// writable.
+func (p *pump) Ready(ev park.Event) {
+	if ev&park.Writable != 0 {
+		p.other.roomReady()
+	}
+	if ev&park.Readable == 0 {
+		return
+	}
+	if ev&park.Error != 0 {
+		p.failed.Store(true)
+	} else if ev&park.Hangup != 0 {
+		p.fin.Store(true)
 	}
 	tn := p.tn
 	tn.mu.Lock()
@@ -159,10 +202,57 @@ func (p *pump) Ready(hangup bool) {
 		tn.mu.Unlock()
 		go p.run()
 		return
-	case running:
+	case unstarted, running:
 		p.pending = true
 	}
 	tn.mu.Unlock()
+}
+
+// roomReady notes that p's destination may have room, and wakes p if it
+// waits for it.
+func (p *pump) roomReady() {
+	p.tn.mu.Lock()
+	p.room = true
+	ch := p.wake
+	p.tn.mu.Unlock()
+	if ch != nil {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// awaitRoom waits until p's destination reports room, or the deadline
+// (zero: none) passes, or the tunnel is aborted: false on the deadline.
+func (p *pump) awaitRoom(deadline time.Time) bool {
+	tn := p.tn
+	tn.mu.Lock()
+	if p.room {
+		p.room = false
+		tn.mu.Unlock()
+		return true
+	}
+	if p.wake == nil {
+		p.wake = make(chan struct{}, 1)
+	}
+	ch := p.wake
+	tn.mu.Unlock()
+	var expire <-chan time.Time
+	if !deadline.IsZero() {
+		t := time.NewTimer(time.Until(deadline))
+		defer t.Stop()
+		expire = t.C
+	}
+	select {
+	case <-ch:
+		tn.mu.Lock()
+		p.room = false
+		tn.mu.Unlock()
+		return true
+	case <-expire:
+		return false
+	}
 }
 
 func (p *pump) run() {
@@ -179,7 +269,7 @@ func (p *pump) run() {
 			// already has, the close about to come says the same.
 			p.eof.Store(true)
 			if !p.other.eof.Load() {
-				p.dst.CloseWrite()
+				unix.Shutdown(p.dst, unix.SHUT_WR)
 			}
 			p.tn.end(p)
 			return
@@ -254,7 +344,10 @@ func (p *pump) burst() error {
 		if p.tn.term.Load() != 0 {
 			return errAgain // aborted: park ends the direction
 		}
-		n, err := unix.Read(p.srcFD, buf[:])
+		// Known before the read: the end of stream was then queued
+		// behind whatever the read takes.
+		fin := p.fin.Load()
+		n, err := unix.Read(p.src, buf[:])
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -269,11 +362,15 @@ func (p *pump) burst() error {
 			return err
 		}
 		p.moved(n)
-		if n == len(buf) {
+		switch {
+		case n == len(buf):
 			p.bulk = true
 			return p.splice()
-		}
-		if !p.hangup.Load() {
+		case fin:
+			// A short read took all that was queued, up to the end of
+			// the stream: the read that would say so is not needed.
+			return io.EOF
+		case !p.failed.Load():
 			// A short read took all that was queued; bytes arriving since
 			// wake the poller again. Parking now saves the read that
 			// would say EAGAIN. (Not so for splice, which also stops
@@ -288,32 +385,40 @@ func (p *pump) moved(n int) {
 	p.tn.last.Store(time.Now().UnixNano())
 }
 
-// write sends b whole; when the destination is full it waits in Go's
-// poller, within the inactivity limit.
+// write sends b whole, waiting for room when the destination is full.
 func (p *pump) write(b []byte) error {
-	n, err := unix.Write(p.dstFD, b)
-	for err == unix.EINTR {
-		n, err = unix.Write(p.dstFD, b)
+	for {
+		n, err := unix.Write(p.dst, b)
+		switch {
+		case err == nil:
+			if b = b[n:]; len(b) == 0 {
+				return nil
+			}
+		case err == unix.EINTR:
+		case err == unix.EAGAIN:
+			if err := p.waitRoom(); err != nil {
+				return err
+			}
+		default:
+			return writeError{os.NewSyscallError("write", err)}
+		}
 	}
-	switch {
-	case err == nil && n == len(b):
-		return nil
-	case err != nil && err != unix.EAGAIN:
-		return writeError{os.NewSyscallError("write", err)}
-	case n > 0:
-		b = b[n:]
-	}
-	p.writeDeadline()
-	if _, err := p.dst.Write(b); err != nil {
-		return writeError{err}
-	}
-	return nil
 }
 
-func (p *pump) writeDeadline() {
+// waitRoom waits for the destination to have room, within the
+// inactivity limit.
+func (p *pump) waitRoom() error {
+	var deadline time.Time
 	if limit, _ := p.tn.limit(p); limit > 0 {
-		p.dst.SetWriteDeadline(time.Now().Add(limit))
+		deadline = time.Now().Add(limit)
 	}
+	if !p.awaitRoom(deadline) {
+		return writeError{os.ErrDeadlineExceeded}
+	}
+	if p.tn.term.Load() != 0 {
+		return errAborted
+	}
+	return nil
 }
 
 // splice moves the source's bytes through a pipe until it is drained.
@@ -328,7 +433,7 @@ func (p *pump) splice() error {
 		if p.tn.term.Load() != 0 {
 			return errAgain // aborted: park ends the direction
 		}
-		n, err := unix.Splice(p.srcFD, nil, pp.w, nil, pipeSize, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
+		n, err := unix.Splice(p.src, nil, pp.w, nil, pipeSize, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -347,40 +452,24 @@ func (p *pump) splice() error {
 	}
 }
 
-// drain splices the pipe's bytes to the destination; when it is full,
-// it waits for room in Go's poller, within the inactivity limit.
+// drain splices the pipe's bytes to the destination, waiting for room
+// when it is full.
 func (p *pump) drain(pp *pipe) error {
-	p.out, p.outErr = pp, nil
-	if !p.spliceOut(uintptr(p.dstFD)) {
-		p.writeDeadline()
-		if err := p.dstRC.Write(p.outFunc); err != nil {
-			return writeError{err}
-		}
-	}
-	if p.outErr != nil {
-		return writeError{p.outErr}
-	}
-	return nil
-}
-
-// spliceOut empties the pipe into fd; false when fd is full (inside
-// RawConn.Write: wait until writable and call again).
-func (p *pump) spliceOut(fd uintptr) bool {
-	pp := p.out
 	for pp.pending > 0 {
-		n, err := unix.Splice(pp.r, nil, int(fd), nil, pp.pending, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
+		n, err := unix.Splice(pp.r, nil, p.dst, nil, pp.pending, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
 		switch {
+		case err == nil:
+			pp.pending -= int(n)
 		case err == unix.EINTR:
 		case err == unix.EAGAIN:
-			return false
-		case err != nil:
-			p.outErr = os.NewSyscallError("splice", err)
-			return true
+			if err := p.waitRoom(); err != nil {
+				return err
+			}
 		default:
-			pp.pending -= int(n)
+			return writeError{os.NewSyscallError("splice", err)}
 		}
 	}
-	return true
+	return nil
 }
 
 // limit is the inactivity timeout of p's source, and who is blamed when
@@ -471,22 +560,13 @@ func (p *pump) blame(err error) byte {
 }
 
 // closed reports whether the kernel has torn the connection down.
-func closed(c *net.TCPConn) bool {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return true
-	}
-	state := uint8(unix.BPF_TCP_CLOSE)
-	rc.Control(func(fd uintptr) {
-		if info, err := unix.GetsockoptTCPInfo(int(fd), unix.SOL_TCP, unix.TCP_INFO); err == nil {
-			state = info.State
-		}
-	})
-	return state == unix.BPF_TCP_CLOSE
+func closed(fd int) bool {
+	info, err := unix.GetsockoptTCPInfo(fd, unix.SOL_TCP, unix.TCP_INFO)
+	return err != nil || info.State == unix.BPF_TCP_CLOSE
 }
 
 // abort records the first termination state, ends the parked directions
-// and wakes a direction waiting to write.
+// and wakes a direction waiting for room.
 func (tn *tunnel) abort(who, phase byte) {
 	if !tn.term.CompareAndSwap(0, uint32(who)<<8|uint32(phase)) {
 		return
@@ -502,11 +582,20 @@ func (tn *tunnel) abort(who, phase byte) {
 	tn.live -= stopped
 	last := stopped > 0 && tn.live == 0
 	tn.mu.Unlock()
-	if !last {
-		past := time.Unix(1, 0)
-		tn.client.SetDeadline(past)
-		tn.server.SetDeadline(past)
+	if last {
+		tn.finish()
 		return
 	}
-	tn.finish()
+	tn.up.roomReady()
+	tn.down.roomReady()
+}
+
+// connFD is the descriptor under c, for a tunnel between connections
+// made with Go's net: they stay open until the tunnel is done.
+func connFD(c *net.TCPConn) int {
+	fd := -1
+	if rc, err := c.SyscallConn(); err == nil {
+		rc.Control(func(f uintptr) { fd = int(f) })
+	}
+	return fd
 }

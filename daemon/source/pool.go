@@ -1,12 +1,9 @@
 package source
 
 import (
-	"context"
 	"errors"
-	"net"
 	"net/netip"
 	"sync/atomic"
-	"time"
 )
 
 // Pool spreads one server's connections over every (address, port) pair
@@ -64,8 +61,10 @@ func (p *Pool) InUseBy() []int {
 	return out
 }
 
-// Dial connects to raddr from the least used address of the pool.
-func (p *Pool) Dial(ctx context.Context, raddr string, timeout time.Duration) (*net.TCPConn, func(), error) {
+// Attempts makes connection attempts through attempt from the least used
+// address of the pool, then the others before giving up; see
+// Dialer.Attempts.
+func (p *Pool) Attempts(attempt func(Bind) error) (release func(), err error) {
 	n := len(p.addrs)
 	start := int(p.next.Add(1) % uint64(n))
 	best := -1
@@ -75,15 +74,14 @@ func (p *Pool) Dial(ctx context.Context, raddr string, timeout time.Duration) (*
 			best = j
 		}
 	}
-	// Try the chosen address first, then the others, before giving up.
 	for i := range n {
 		j := (best + i) % n
-		d := &Dialer{Addr: p.addrs[j], Ports: p.ports[j]}
-		c, release, err := d.Dial(ctx, raddr, timeout)
+		d := Dialer{Addr: p.addrs[j], Ports: p.ports[j]}
+		release, err := d.Attempts(attempt)
 		if errors.Is(err, ErrExhausted) {
 			continue
 		}
-		return c, release, err
+		return release, err
 	}
-	return nil, nil, ErrExhausted
+	return nil, ErrExhausted
 }

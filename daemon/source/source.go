@@ -100,47 +100,69 @@ type Dialer struct {
 	Ports *Ports
 }
 
+// Bind is how one connection attempt binds its local end.
+type Bind struct {
+	// Local is the address and port to bind; the zero AddrPort binds
+	// nothing and lets the kernel choose.
+	Local netip.AddrPort
+	// NoPort binds Local's address only (port 0), with
+	// IP_BIND_ADDRESS_NO_PORT: the kernel picks the port at connect time,
+	// per destination.
+	NoPort bool
+}
+
 // maxBindTries bounds how many ports one connection attempt tries when
 // the kernel refuses them (a port still in TIME_WAIT towards the same
 // destination, or taken by another program).
 const maxBindTries = 16
 
-// Dial connects to raddr within timeout. release must be called once the
-// connection is closed, to give its port back.
-func (d *Dialer) Dial(ctx context.Context, raddr string, timeout time.Duration) (conn *net.TCPConn, release func(), err error) {
+func noRelease() {}
+
+// Attempts makes connection attempts through attempt, each from a source
+// d chooses, until one succeeds, one fails for a reason other than its
+// port, or the range is exhausted (ErrExhausted). release must be called
+// once the connection is closed, to give its port back.
+func (d *Dialer) Attempts(attempt func(Bind) error) (release func(), err error) {
 	if d.Ports == nil {
-		nd := net.Dialer{Timeout: timeout, KeepAlive: -1}
+		b := Bind{}
 		if d.Addr.IsValid() {
-			nd.LocalAddr = &net.TCPAddr{IP: d.Addr.AsSlice()}
-			nd.Control = setsockopt(unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT)
+			b = Bind{Local: netip.AddrPortFrom(d.Addr, 0), NoPort: true}
 		}
-		c, err := nd.DialContext(ctx, "tcp", raddr)
-		if err != nil {
-			return nil, nil, err
-		}
-		return c.(*net.TCPConn), func() {}, nil
+		return noRelease, attempt(b)
 	}
-	for try := 0; try < maxBindTries; try++ {
+	for range maxBindTries {
 		port, ok := d.Ports.Get()
 		if !ok {
-			return nil, nil, ErrExhausted
+			return nil, ErrExhausted
 		}
-		nd := net.Dialer{
-			Timeout:   timeout,
-			KeepAlive: -1,
-			LocalAddr: &net.TCPAddr{IP: d.Addr.AsSlice(), Port: int(port)},
-			Control:   setsockopt(unix.SOL_SOCKET, unix.SO_REUSEADDR),
-		}
-		c, err := nd.DialContext(ctx, "tcp", raddr)
+		err := attempt(Bind{Local: netip.AddrPortFrom(d.Addr, port)})
 		if err == nil {
-			return c.(*net.TCPConn), func() { d.Ports.Put(port) }, nil
+			return func() { d.Ports.Put(port) }, nil
 		}
 		d.Ports.Put(port)
 		if !errors.Is(err, unix.EADDRINUSE) && !errors.Is(err, unix.EADDRNOTAVAIL) {
-			return nil, nil, err
+			return nil, err
 		}
 	}
-	return nil, nil, ErrExhausted
+	return nil, ErrExhausted
+}
+
+// DialNet makes one connection attempt from b to raddr with Go's net.
+func DialNet(ctx context.Context, b Bind, raddr string, timeout time.Duration) (*net.TCPConn, error) {
+	nd := net.Dialer{Timeout: timeout, KeepAlive: -1}
+	if b.Local.IsValid() {
+		nd.LocalAddr = &net.TCPAddr{IP: b.Local.Addr().AsSlice(), Port: int(b.Local.Port())}
+		if b.NoPort {
+			nd.Control = setsockopt(unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT)
+		} else {
+			nd.Control = setsockopt(unix.SOL_SOCKET, unix.SO_REUSEADDR)
+		}
+	}
+	c, err := nd.DialContext(ctx, "tcp", raddr)
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
 }
 
 // setsockopt returns a dialer Control that turns on one boolean option.

@@ -92,7 +92,7 @@ func TestDialFromRange(t *testing.T) {
 	var conns []*net.TCPConn
 	var releases []func()
 	for range 3 {
-		c, release, err := d.Dial(context.Background(), ln.Addr().String(), time.Second)
+		c, release, err := dial(d, ln.Addr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -104,7 +104,7 @@ func TestDialFromRange(t *testing.T) {
 		conns = append(conns, c)
 		releases = append(releases, release)
 	}
-	if _, _, err := d.Dial(context.Background(), ln.Addr().String(), time.Second); !errors.Is(err, ErrExhausted) {
+	if _, _, err := dial(d, ln.Addr().String()); !errors.Is(err, ErrExhausted) {
 		t.Fatalf("4th dial: err = %v, want ErrExhausted", err)
 	}
 	conns[0].Close()
@@ -113,7 +113,7 @@ func TestDialFromRange(t *testing.T) {
 	// destination; with tcp_tw_reuse (2, loopback, by default) the kernel
 	// lets it be reused after one second.
 	time.Sleep(1100 * time.Millisecond)
-	if _, _, err := d.Dial(context.Background(), ln.Addr().String(), time.Second); err != nil {
+	if _, _, err := dial(d, ln.Addr().String()); err != nil {
 		t.Fatalf("dial after release: %v", err)
 	}
 }
@@ -123,7 +123,7 @@ func TestDialAddressOnly(t *testing.T) {
 	defer ln.Close()
 	go func() { c, _ := ln.Accept(); time.Sleep(100 * time.Millisecond); c.Close() }()
 	d := &Dialer{Addr: netip.MustParseAddr("127.0.0.3")}
-	c, _, err := d.Dial(context.Background(), ln.Addr().String(), time.Second)
+	c, _, err := dial(d, ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,13 +151,13 @@ func TestPoolSpreadsAndBounds(t *testing.T) {
 		t.Fatalf("size %d, want 12", p.Size())
 	}
 	for i := range 12 {
-		c, _, err := p.Dial(context.Background(), ln.Addr().String(), time.Second)
+		c, _, err := dial(p, ln.Addr().String())
 		if err != nil {
 			t.Fatalf("connection %d of 12: %v", i+1, err)
 		}
 		defer c.Close()
 	}
-	if _, _, err := p.Dial(context.Background(), ln.Addr().String(), time.Second); !errors.Is(err, ErrExhausted) {
+	if _, _, err := dial(p, ln.Addr().String()); !errors.Is(err, ErrExhausted) {
 		t.Fatalf("13th: %v, want ErrExhausted", err)
 	}
 	for i, n := range p.InUseBy() {
@@ -165,4 +165,15 @@ func TestPoolSpreadsAndBounds(t *testing.T) {
 			t.Errorf("address %s holds %d connections, want 4 (even spread)", addrs[i], n)
 		}
 	}
+}
+
+// dial connects to raddr with Go's net from a source a chooses.
+func dial(a interface {
+	Attempts(func(Bind) error) (func(), error)
+}, raddr string) (conn *net.TCPConn, release func(), err error) {
+	release, err = a.Attempts(func(b Bind) (err error) {
+		conn, err = DialNet(context.Background(), b, raddr, time.Second)
+		return err
+	})
+	return conn, release, err
 }

@@ -29,6 +29,7 @@ var (
 	idleConns = flag.Int("idle", 4000, "idle connections for the memory figure")
 	streams   = flag.Int("streams", 4, "parallel bulk streams")
 	workers   = flag.Int("workers", 32, "parallel connection-rate workers")
+	only      = flag.String("only", "", "measure only this figure: bulk, rate or idle (for profiling)")
 )
 
 type result struct {
@@ -195,11 +196,16 @@ func measure(name string, cmd *exec.Cmd, bulk, rate, idle string) result {
 		}
 		return v
 	}
-	fmt.Fprintf(os.Stderr, "%s: bulk throughput...\n", name)
-	r.mbps = cpu(func() float64 { return throughput(bulk) }, &r.bulkCPU)
-	fmt.Fprintf(os.Stderr, "%s: connection rate...\n", name)
-	r.connRate = cpu(func() float64 { return connRate(rate) }, &r.rateCPU)
-	if cmd != nil {
+	want := func(figure string) bool { return *only == "" || *only == figure }
+	if want("bulk") {
+		fmt.Fprintf(os.Stderr, "%s: bulk throughput...\n", name)
+		r.mbps = cpu(func() float64 { return throughput(bulk) }, &r.bulkCPU)
+	}
+	if want("rate") {
+		fmt.Fprintf(os.Stderr, "%s: connection rate...\n", name)
+		r.connRate = cpu(func() float64 { return connRate(rate) }, &r.rateCPU)
+	}
+	if cmd != nil && want("idle") {
 		fmt.Fprintf(os.Stderr, "%s: memory per idle connection...\n", name)
 		r.idleKB = idleMemory(pid, idle)
 	}

@@ -1,0 +1,108 @@
+package source
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Watcher follows a socket through a non-blocking connect, in an event
+// loop of the caller's (the TCP proxy's poller), so that the socket never
+// enters Go's network poller.
+type Watcher interface {
+	// Watch registers fd to be told when it becomes writable; it is
+	// called once per attempt.
+	Watch(fd int) error
+	// Wait blocks until the socket watched may have become writable, or
+	// the deadline (zero: none) passes: false.
+	Wait(deadline time.Time) bool
+	// Forget undoes Watch after a failed attempt, before fd is closed.
+	Forget()
+}
+
+// Connect makes one connection attempt from b to raddr on a raw,
+// non-blocking socket with TCP_NODELAY, as HAProxy does: connect, watch,
+// then connect again to learn the outcome, which on loopback is known at
+// once. It returns the connected descriptor; on failure the socket is
+// closed. A timeout's error is os.ErrDeadlineExceeded (a net.Error).
+func Connect(b Bind, raddr netip.AddrPort, timeout time.Duration, w Watcher) (int, error) {
+	family := unix.AF_INET
+	if raddr.Addr().Is6() {
+		family = unix.AF_INET6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, os.NewSyscallError("socket", err)
+	}
+	fail := func(call string, err error) (int, error) {
+		unix.Close(fd)
+		return -1, fmt.Errorf("connect to %s: %w", raddr, os.NewSyscallError(call, err))
+	}
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+		return fail("setsockopt", err)
+	}
+	if b.Local.IsValid() {
+		opt, level := unix.SO_REUSEADDR, unix.SOL_SOCKET
+		if b.NoPort {
+			opt, level = unix.IP_BIND_ADDRESS_NO_PORT, unix.IPPROTO_IP
+		}
+		if err := unix.SetsockoptInt(fd, level, opt, 1); err != nil {
+			return fail("setsockopt", err)
+		}
+		if err := unix.Bind(fd, sockaddr(b.Local)); err != nil {
+			return fail("bind", err)
+		}
+	}
+	sa := sockaddr(raddr)
+	if err := unix.Connect(fd, sa); err != nil && err != unix.EINPROGRESS {
+		return fail("connect", err)
+	}
+	if err := w.Watch(fd); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	var deadline time.Time
+	if timeout > 0 {
+		deadline = time.Now().Add(timeout)
+	}
+	for {
+		// A second connect tells the outcome: done (EISCONN on some
+		// kernels), still under way, or the attempt's error.
+		switch err := unix.Connect(fd, sa); err {
+		case nil, unix.EISCONN:
+			return fd, nil
+		case unix.EALREADY, unix.EINPROGRESS, unix.EINTR:
+			if !w.Wait(deadline) {
+				w.Forget()
+				unix.Close(fd)
+				return -1, fmt.Errorf("connect to %s: %w", raddr, os.ErrDeadlineExceeded)
+			}
+		default:
+			w.Forget()
+			return fail("connect", err)
+		}
+	}
+}
+
+// sockaddr converts ap for the raw socket calls.
+func sockaddr(ap netip.AddrPort) unix.Sockaddr {
+	if a := ap.Addr(); a.Is4() {
+		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.As4()}
+	}
+	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
+}
+
+// AddrPort converts a socket address from accept or getsockname; the zero
+// AddrPort for other families.
+func AddrPort(sa unix.Sockaddr) netip.AddrPort {
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port))
+	}
+	return netip.AddrPort{}
+}
