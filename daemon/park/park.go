@@ -167,35 +167,48 @@ func (p *Poller) Len() int {
 func (p *Poller) run(keep *os.File) {
 	defer keep.Close()
 	events := make([]unix.EpollEvent, 256)
-	var n int
 	var werr error
+	// Events are dispatched from inside one RawConn.Read, which resets
+	// the descriptor's readiness only when it begins: after a batch that
+	// did not fill the buffer, the set was empty when looked at, so the
+	// goroutine waits in Go's poller at once instead of asking epoll
+	// again, and an event arriving meanwhile still wakes it.
 	wait := func(fd uintptr) bool {
-		n, werr = unix.EpollWait(int(fd), events, 0)
-		if werr == unix.EINTR {
-			return false
-		}
-		// Nothing pending: park in Go's poller until the set is readable.
-		return n != 0 || werr != nil
-	}
-	for {
-		if err := p.rc.Read(wait); err != nil {
-			return
-		}
-		if werr != nil {
-			// Only a broken descriptor fails epoll_wait; nothing can be
-			// watched any more.
-			panic(os.NewSyscallError("epoll_wait", werr))
-		}
-		p.mu.Lock()
-		for _, ev := range events[:n] {
-			i, gen := getKey(&ev).slot()
-			if s := p.slots[i]; s.gen == gen && s.w != nil {
-				// Under the lock, so that Remove waits for a Ready under way.
-				s.w.Ready(event(ev.Events))
+		for {
+			n, err := unix.EpollWait(int(fd), events, 0)
+			switch {
+			case err == unix.EINTR:
+				continue
+			case err != nil:
+				werr = err
+				return true
+			case n == 0:
+				return false // park in Go's poller until the set is readable
+			}
+			p.dispatch(events[:n])
+			if n < len(events) {
+				return false
 			}
 		}
-		p.mu.Unlock()
 	}
+	if err := p.rc.Read(wait); err != nil {
+		return
+	}
+	// Only a broken descriptor fails epoll_wait; nothing can be watched
+	// any more.
+	panic(os.NewSyscallError("epoll_wait", werr))
+}
+
+func (p *Poller) dispatch(events []unix.EpollEvent) {
+	p.mu.Lock()
+	for _, ev := range events {
+		i, gen := getKey(&ev).slot()
+		if s := p.slots[i]; s.gen == gen && s.w != nil {
+			// Under the lock, so that Remove waits for a Ready under way.
+			s.w.Ready(event(ev.Events))
+		}
+	}
+	p.mu.Unlock()
 }
 
 // event translates epoll's bits; an error or hangup wakes readers and

@@ -358,7 +358,11 @@ func (p *pump) burst() error {
 		case n == 0:
 			return io.EOF
 		}
-		if err := p.write(buf[:n]); err != nil {
+		// A short read after the end of stream arrived took all that was
+		// queued: the read that would say so is not needed, and the
+		// half-close about to follow can leave in the same segment.
+		last := fin && n < len(buf)
+		if err := p.write(buf[:n], last); err != nil {
 			return err
 		}
 		p.moved(n)
@@ -366,9 +370,7 @@ func (p *pump) burst() error {
 		case n == len(buf):
 			p.bulk = true
 			return p.splice()
-		case fin:
-			// A short read took all that was queued, up to the end of
-			// the stream: the read that would say so is not needed.
+		case last:
 			return io.EOF
 		case !p.failed.Load():
 			// A short read took all that was queued; bytes arriving since
@@ -385,10 +387,18 @@ func (p *pump) moved(n int) {
 	p.tn.last.Store(time.Now().UnixNano())
 }
 
-// write sends b whole, waiting for room when the destination is full.
-func (p *pump) write(b []byte) error {
+// write sends b whole, waiting for room when the destination is full;
+// more says that a half-close follows at once (MSG_MORE), as HAProxy
+// sends the last bytes, so that they leave with the FIN.
+func (p *pump) write(b []byte, more bool) error {
 	for {
-		n, err := unix.Write(p.dst, b)
+		var n int
+		var err error
+		if more {
+			n, err = unix.SendmsgN(p.dst, b, nil, nil, unix.MSG_MORE|unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+		} else {
+			n, err = unix.Write(p.dst, b)
+		}
 		switch {
 		case err == nil:
 			if b = b[n:]; len(b) == 0 {
