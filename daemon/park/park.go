@@ -58,6 +58,9 @@ type Poller struct {
 	mu    sync.Mutex
 	slots []slot
 	free  []uint32
+	calls []call // the batch being dispatched, on the poller's goroutine
+	// telling is held while a batch's Ready calls run, for RemoveWait.
+	telling sync.Mutex
 }
 
 type slot struct {
@@ -130,7 +133,9 @@ func (p *Poller) add(fd int, w Waiter, events uint32) (Key, error) {
 	return k, nil
 }
 
-// Remove ends the registration k: no Ready call starts after it returns.
+// Remove ends the registration k: no event collected after it returns is
+// reported, but a Ready for one collected just before may still be under
+// way or come once, so that a waiter must ignore a late Ready.
 // It makes no system call; the socket leaves the epoll set when it is
 // closed, and events until then are dropped.
 func (p *Poller) Remove(k Key) {
@@ -145,6 +150,15 @@ func (p *Poller) Remove(k Key) {
 		p.free = append(p.free, i)
 	}
 	p.mu.Unlock()
+}
+
+// RemoveWait is Remove, then waits for a Ready under way to return, so
+// that none comes after it: for a waiter that is reused at once. It must
+// not be called from a Ready.
+func (p *Poller) RemoveWait(k Key) {
+	p.Remove(k)
+	p.telling.Lock()
+	p.telling.Unlock()
 }
 
 // RemoveFD ends the registration k of fd and takes the socket out of the
@@ -167,6 +181,7 @@ func (p *Poller) Len() int {
 func (p *Poller) run(keep *os.File) {
 	defer keep.Close()
 	events := make([]unix.EpollEvent, 256)
+	p.calls = make([]call, 0, len(events))
 	var werr error
 	// Events are dispatched from inside one RawConn.Read, which resets
 	// the descriptor's readiness only when it begins: after a batch that
@@ -199,16 +214,31 @@ func (p *Poller) run(keep *os.File) {
 	panic(os.NewSyscallError("epoll_wait", werr))
 }
 
+// dispatch tells the waiters of a batch of events. They are looked up
+// under the lock and told outside it, so that a Ready may add and remove
+// registrations itself.
 func (p *Poller) dispatch(events []unix.EpollEvent) {
+	calls := p.calls[:0]
 	p.mu.Lock()
 	for _, ev := range events {
 		i, gen := getKey(&ev).slot()
 		if s := p.slots[i]; s.gen == gen && s.w != nil {
-			// Under the lock, so that Remove waits for a Ready under way.
-			s.w.Ready(event(ev.Events))
+			calls = append(calls, call{s.w, event(ev.Events)})
 		}
 	}
 	p.mu.Unlock()
+	p.telling.Lock()
+	for i, c := range calls {
+		c.w.Ready(c.ev)
+		calls[i] = call{} // keep no waiter alive
+	}
+	p.telling.Unlock()
+}
+
+// call is one Ready to make.
+type call struct {
+	w  Waiter
+	ev Event
 }
 
 // event translates epoll's bits; an error or hangup wakes readers and
@@ -293,6 +323,14 @@ func (s *Set) Remove(k Key) {
 	if k != 0 {
 		p, pk := s.shard(k)
 		p.Remove(pk)
+	}
+}
+
+// RemoveWait ends the registration k; see Poller.RemoveWait.
+func (s *Set) RemoveWait(k Key) {
+	if k != 0 {
+		p, pk := s.shard(k)
+		p.RemoveWait(pk)
 	}
 }
 

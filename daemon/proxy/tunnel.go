@@ -77,13 +77,21 @@ type pump struct {
 	failed   atomic.Bool // the poller saw the source fail
 	key      park.Key
 	state    uint8
-	pending  bool          // readable again while running
-	room     bool          // dst reported writable since the last wait
-	wake     chan struct{} // made when a write first waits for room
+	pending  bool // readable again while running
+	// held is a copy an inline run had no room to send, with the part
+	// still to send and whether a half-close follows.
+	held           *[copyBufSize]byte
+	heldOff, heldN int
+	heldLast       bool
+	room           bool          // dst reported writable since the last wait
+	wake           chan struct{} // made when a write first waits for room
 }
 
 // errAgain ends a burst: the source has nothing more queued.
 var errAgain = errors.New("nothing queued")
+
+// errHandOff ends an inline run: what is left needs a goroutine.
+var errHandOff = errors.New("hand off to a goroutine")
 
 // errAborted ends a direction the tunnel's abort stopped.
 var errAborted = errors.New("tunnel aborted")
@@ -120,10 +128,11 @@ func (tn *tunnel) Watch(fd int) error {
 // Wait waits until the connecting socket is writable.
 func (tn *tunnel) Wait(deadline time.Time) bool { return tn.up.awaitRoom(deadline) }
 
-// Forget drops a failed attempt's registration and what it reported.
+// Forget drops a failed attempt's registration and what it reported
+// (waiting for a Ready under way, which would report it late).
 func (tn *tunnel) Forget() {
 	if p, err := poller(); err == nil {
-		p.Remove(tn.down.key)
+		p.RemoveWait(tn.down.key)
 	}
 	tn.down.key = 0
 	tn.mu.Lock()
@@ -160,7 +169,7 @@ func (tn *tunnel) start(client, server int, done func()) {
 		pm.state = parked
 		if pm.pending {
 			pm.pending, pm.state = false, running
-			go pm.run()
+			go pm.run(false)
 		}
 	}
 	tn.mu.Unlock()
@@ -200,7 +209,7 @@ func (p *pump) Ready(ev park.Event) {
 	case parked:
 		p.state = running
 		tn.mu.Unlock()
-		go p.run()
+		p.run(true)
 		return
 	case unstarted, running:
 		p.pending = true
@@ -255,10 +264,17 @@ func (p *pump) awaitRoom(deadline time.Time) bool {
 	}
 }
 
-func (p *pump) run() {
+// run moves bytes until the source is drained, then parks; inline, on
+// the poller's goroutine, which saves a goroutine for each small
+// exchange, it hands over to a goroutine of its own at the first thing
+// that could wait (a full destination, a bulk transfer).
+func (p *pump) run(inline bool) {
 	for {
-		err := p.burst()
+		err := p.burst(inline)
 		switch {
+		case err == errHandOff:
+			go p.run(false)
+			return
 		case err == errAgain:
 			if p.park() {
 				return
@@ -333,84 +349,118 @@ func (tn *tunnel) finish() {
 }
 
 // burst moves everything queued on the source: errAgain when drained,
-// io.EOF at the end of the stream.
-func (p *pump) burst() error {
+// io.EOF at the end of the stream. Inline (on the poller's goroutine) it
+// never waits: errHandOff when what is left needs a goroutine.
+func (p *pump) burst(inline bool) error {
 	if p.bulk {
+		if inline {
+			return errHandOff
+		}
 		return p.splice()
 	}
-	buf := copyBufs.Get().(*[copyBufSize]byte)
-	defer copyBufs.Put(buf)
+	// buf[off:n] is still to send: a copy the destination had no room
+	// for during an inline run, taken over here.
+	buf, off, n, last := p.held, p.heldOff, p.heldN, p.heldLast
+	p.held = nil
+	if buf == nil {
+		buf = copyBufs.Get().(*[copyBufSize]byte)
+	}
 	for {
+		if off < n {
+			sent, err := p.write(buf[off:n], last, inline)
+			p.moved(sent)
+			if err == errHandOff {
+				p.held, p.heldOff, p.heldN, p.heldLast = buf, off+sent, n, last
+				return err
+			}
+			if err != nil {
+				copyBufs.Put(buf)
+				return err
+			}
+			switch {
+			case n == len(buf):
+				copyBufs.Put(buf)
+				p.bulk = true
+				if inline {
+					return errHandOff
+				}
+				return p.splice()
+			case last:
+				copyBufs.Put(buf)
+				return io.EOF
+			case !p.failed.Load():
+				// A short read took all that was queued; bytes arriving
+				// since wake the poller again. Parking now saves the read
+				// that would say EAGAIN. (Not so for splice, which also
+				// stops short when the pipe has no free slot.)
+				copyBufs.Put(buf)
+				return errAgain
+			}
+		}
 		if p.tn.term.Load() != 0 {
+			copyBufs.Put(buf)
 			return errAgain // aborted: park ends the direction
 		}
 		// Known before the read: the end of stream was then queued
 		// behind whatever the read takes.
 		fin := p.fin.Load()
-		n, err := unix.Read(p.src, buf[:])
+		r, err := unix.Read(p.src, buf[:])
 		switch {
 		case err == unix.EINTR:
 			continue
-		case err == unix.EAGAIN:
-			return errAgain
-		case err != nil:
-			return os.NewSyscallError("read", err)
-		case n == 0:
+		case err != nil || r == 0:
+			copyBufs.Put(buf)
+			switch {
+			case err == unix.EAGAIN:
+				return errAgain
+			case err != nil:
+				return os.NewSyscallError("read", err)
+			}
 			return io.EOF
 		}
 		// A short read after the end of stream arrived took all that was
 		// queued: the read that would say so is not needed, and the
 		// half-close about to follow can leave in the same segment.
-		last := fin && n < len(buf)
-		if err := p.write(buf[:n], last); err != nil {
-			return err
-		}
-		p.moved(n)
-		switch {
-		case n == len(buf):
-			p.bulk = true
-			return p.splice()
-		case last:
-			return io.EOF
-		case !p.failed.Load():
-			// A short read took all that was queued; bytes arriving since
-			// wake the poller again. Parking now saves the read that
-			// would say EAGAIN. (Not so for splice, which also stops
-			// short when the pipe has no free slot.)
-			return errAgain
-		}
+		off, n, last = 0, r, fin && r < len(buf)
 	}
 }
 
 func (p *pump) moved(n int) {
+	if n == 0 {
+		return
+	}
 	p.bytes += int64(n)
 	p.tn.last.Store(time.Now().UnixNano())
 }
 
-// write sends b whole, waiting for room when the destination is full;
-// more says that a half-close follows at once (MSG_MORE), as HAProxy
-// sends the last bytes, so that they leave with the FIN.
-func (p *pump) write(b []byte, more bool) error {
+// write sends b whole, waiting for room when the destination is full,
+// and says how much it sent; inline, it does not wait but returns
+// errHandOff. more says that a half-close follows at once (MSG_MORE), as
+// HAProxy sends the last bytes, so that they leave with the FIN.
+func (p *pump) write(b []byte, more, inline bool) (int, error) {
+	sent := 0
 	for {
 		var n int
 		var err error
 		if more {
-			n, err = unix.SendmsgN(p.dst, b, nil, nil, unix.MSG_MORE|unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+			n, err = unix.SendmsgN(p.dst, b[sent:], nil, nil, unix.MSG_MORE|unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
 		} else {
-			n, err = unix.Write(p.dst, b)
+			n, err = unix.Write(p.dst, b[sent:])
 		}
 		switch {
 		case err == nil:
-			if b = b[n:]; len(b) == 0 {
-				return nil
+			if sent += n; sent == len(b) {
+				return sent, nil
 			}
 		case err == unix.EINTR:
+		case err == unix.EAGAIN && inline:
+			return sent, errHandOff
 		case err == unix.EAGAIN:
 			if err := p.waitRoom(); err != nil {
-				return err
+				return sent, err
 			}
 		default:
-			return writeError{os.NewSyscallError("write", err)}
+			return sent, writeError{os.NewSyscallError("write", err)}
 		}
 	}
 }
