@@ -332,7 +332,7 @@ func (tn *tunnel) end(p *pump) {
 	switch {
 	case last:
 		tn.finish()
-	case p != nil && p.eof.Load() && tn.timer != nil:
+	case p != nil && p.eof.Load() && tn.timer != nil && (tn.t.clientFin > 0 || tn.t.serverFin > 0):
 		tn.timer.Reset(0) // the other direction's limit may now be a _fin one
 	}
 }
