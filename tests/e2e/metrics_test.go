@@ -80,10 +80,11 @@ listen "metrics" {
 	}
 	url := "http://" + mon + "/metrics"
 	var fams map[string]*dto.MetricFamily
-	eventually(t, 2*time.Second, "10 sessions in the metrics", func() bool {
+	eventually(t, 2*time.Second, "10 sessions in the metrics, all ended", func() bool {
 		fams = scrape(t, url)
 		v, _ := value(fams, "sluice_backend_bytes_out_total", map[string]string{"proxy": "be"})
-		return v == 20
+		cur, _ := value(fams, "sluice_frontend_current_sessions", map[string]string{"proxy": "fe"})
+		return v == 20 && cur == 0
 	})
 	checks := []struct {
 		name   string
