@@ -31,6 +31,9 @@ func silentServer(t *testing.T) (addr string, accept func() int) {
 	if err := unix.Listen(fd, 0); err != nil {
 		t.Fatal(err)
 	}
+	// accept(2) gives up after 5 s rather than block a failing test.
+	tv := unix.NsecToTimeval((5 * time.Second).Nanoseconds())
+	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
 	sa, _ := unix.Getsockname(fd)
 	addr = fmt.Sprintf("127.0.0.1:%d", sa.(*unix.SockaddrInet4).Port)
 	filler, err := net.Dial("tcp", addr)
@@ -92,7 +95,12 @@ func TestSlowConnect(t *testing.T) {
 	got, err := bufio.NewReader(c).ReadString('\n')
 	took := time.Since(start)
 	if err != nil || got != "pong to ping\n" {
-		t.Fatalf("through a slow connect: %q, %v (server: %v)", got, err, <-served)
+		var serr error
+		select {
+		case serr = <-served:
+		case <-time.After(6 * time.Second):
+		}
+		t.Fatalf("through a slow connect: %q, %v (server: %v)", got, err, serr)
 	}
 	if took < 800*time.Millisecond {
 		t.Errorf("answered after %v: the connect cannot have waited for a SYN retransmission", took)
