@@ -394,7 +394,7 @@ func (b *Backend) connect(ctx context.Context, key Key, reuse Reuse, w source.Wa
 		c.Wait, c.BeQueue, c.ConnectTime, c.Retries, c.Redispatched, c.Reused = wait, beQueue, 0, 0, false, true
 		return c, nil
 	}
-	c = &Conn{backend: b, Wait: wait, BeQueue: beQueue}
+	c = &Conn{backend: b, FD: -1, Wait: wait, BeQueue: beQueue}
 	for attempt := 0; ; attempt++ {
 		tg := b.targets[s]
 		dialStart := time.Now()

@@ -2,6 +2,7 @@ package source
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"time"
@@ -92,7 +93,13 @@ func sockaddr(ap netip.AddrPort) unix.Sockaddr {
 	if a := ap.Addr(); a.Is4() {
 		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.As4()}
 	}
-	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
+	sa := &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
+	if zone := ap.Addr().Zone(); zone != "" {
+		if ifi, err := net.InterfaceByName(zone); err == nil {
+			sa.ZoneId = uint32(ifi.Index)
+		}
+	}
+	return sa
 }
 
 // AddrPort converts a socket address from accept or getsockname; the zero
