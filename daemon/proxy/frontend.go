@@ -21,7 +21,6 @@ import (
 
 	"sluice/daemon/backend"
 	"sluice/daemon/logging"
-	"sluice/daemon/park"
 	"sluice/daemon/proxyproto"
 	"sluice/daemon/source"
 	"sluice/daemon/stats"
@@ -127,10 +126,10 @@ func (f *Frontend) Serve(ln *net.TCPListener) error {
 // acceptor returns how Serve accepts from ln, and what to call when it
 // is done. A plain TCP frontend takes raw sockets with accept4: Go's net
 // would register each connection with its poller and ask for its
-// addresses, calls HAProxy does not make either. The listener then waits
-// in sluice's own poller (a *net.TCPListener's RawConn cannot wait), and
-// each accept4 runs under RawConn.Control, which keeps the descriptor
-// from being closed under it.
+// addresses, calls HAProxy does not make either. A *net.TCPListener's
+// RawConn cannot wait, so accept4 runs on a duplicate of the listening
+// descriptor opened as an *os.File, which waits in Go's poller; it is
+// closed when the frontend stops.
 func (f *Frontend) acceptor(ln *net.TCPListener) (accept func() (accepted, error), done func()) {
 	viaNet := func() (accepted, error) {
 		c, err := ln.AcceptTCP()
@@ -139,62 +138,50 @@ func (f *Frontend) acceptor(ln *net.TCPListener) (accept func() (accepted, error
 	if f.Config.HTTP != nil || f.Config.AcceptProxy {
 		return viaNet, func() {}
 	}
-	rc, err := ln.SyscallConn()
+	lrc, err := ln.SyscallConn()
 	if err != nil {
 		return viaNet, func() {}
 	}
-	p, err := poller()
+	fd := -1
+	lrc.Control(func(lfd uintptr) { fd, err = unix.FcntlInt(lfd, unix.F_DUPFD_CLOEXEC, 0) })
+	if err != nil || fd < 0 {
+		return viaNet, func() {}
+	}
+	// Accepted sockets inherit TCP_NODELAY, which Go's net would set on
+	// each one.
+	unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	file := os.NewFile(uintptr(fd), "listener")
+	rc, err := file.SyscallConn()
 	if err != nil {
+		file.Close()
 		return viaNet, func() {}
 	}
-	ready := make(signal, 1)
-	var key park.Key
-	rc.Control(func(fd uintptr) {
-		// Accepted sockets inherit TCP_NODELAY, which Go's net would set
-		// on each one.
-		unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-		key, err = p.Add(int(fd), ready)
-	})
-	if err != nil || key == 0 {
-		return viaNet, func() {}
-	}
+	stop := context.AfterFunc(f.ctx, func() { file.Close() })
 	var a accepted
 	var aerr error
-	accept4 := func(lfd uintptr) {
+	accept4 := func(lfd uintptr) bool {
 		for {
 			fd, sa, err := unix.Accept4(int(lfd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
-			if err != unix.EINTR && err != unix.ECONNABORTED {
-				a, aerr = accepted{fd: fd, peer: source.AddrPort(sa)}, err
-				return
+			switch err {
+			case unix.EINTR, unix.ECONNABORTED:
+				continue
+			case unix.EAGAIN:
+				return false // wait in Go's poller
 			}
+			a, aerr = accepted{fd: fd, peer: source.AddrPort(sa)}, err
+			return true
 		}
 	}
 	accept = func() (accepted, error) {
-		for {
-			if err := rc.Control(accept4); err != nil {
-				return accepted{}, err
-			}
-			if aerr != unix.EAGAIN {
-				return a, os.NewSyscallError("accept4", aerr)
-			}
-			select {
-			case <-ready:
-			case <-f.ctx.Done():
+		if err := rc.Read(accept4); err != nil {
+			if f.ctx.Err() != nil {
 				return accepted{}, net.ErrClosed
 			}
+			return accepted{}, err
 		}
+		return a, os.NewSyscallError("accept4", aerr)
 	}
-	return accept, func() { p.Remove(key) }
-}
-
-// signal is a park.Waiter that keeps one wake-up for a goroutine.
-type signal chan struct{}
-
-func (s signal) Ready(park.Event) {
-	select {
-	case s <- struct{}{}:
-	default:
-	}
+	return accept, func() { stop(); file.Close() }
 }
 
 // maxSpareWorkers is how many session goroutines wait for the next
