@@ -233,6 +233,17 @@ func (b *Backend) Running() (active, backup int) {
 	return active, backup
 }
 
+// MayQueue reports whether a session could wait in the queue now: when
+// some server has a maxconn.
+func (b *Backend) MayQueue() bool {
+	for _, s := range b.Servers {
+		if s.MaxConn() > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // QueueLen is the number of sessions waiting for a server.
 func (b *Backend) QueueLen() int64 { return b.queue.len.Load() }
 

@@ -86,12 +86,30 @@ type accepted struct {
 // accepting, so new connections wait in the kernel's accept queue instead
 // of being accepted and closed.
 func (f *Frontend) Serve(ln *net.TCPListener) error {
-	accept, done := f.acceptor(ln)
+	accept, raw, done := f.acceptor(ln)
 	defer done()
+	if !raw {
+		f.acceptLoop(accept, false)
+		return nil
+	}
+	// Raw TCP sessions are set up on the accepting goroutine, which may
+	// stay with its session (see acceptLoop): Serve itself only waits for
+	// the stop, so that it returns at once.
+	go f.acceptLoop(accept, true)
+	<-f.ctx.Done()
+	return nil
+}
+
+// acceptLoop accepts until the frontend stops. A connection goes to a
+// spare worker goroutine, or, inline, is set up on this one: most TCP
+// setups never wait, and one that must (a slow connect, a queue) hands
+// accepting over to a new goroutine first and this one stays with its
+// session. That saves a goroutine hand-off per connection.
+func (f *Frontend) acceptLoop(accept func() (accepted, error), inline bool) {
 	delay := time.Duration(0)
 	for {
 		if !f.acquire() {
-			return nil
+			return
 		}
 		// Count the session before accepting it, so that Wait cannot see
 		// zero between accept and the session's start and let the process
@@ -102,7 +120,7 @@ func (f *Frontend) Serve(ln *net.TCPListener) error {
 			f.wg.Done()
 			f.release()
 			if f.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				return nil
+				return
 			}
 			// Out of descriptors or memory: back off instead of spinning.
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
@@ -110,15 +128,22 @@ func (f *Frontend) Serve(ln *net.TCPListener) error {
 			select {
 			case <-time.After(delay):
 			case <-f.ctx.Done():
-				return nil
+				return
 			}
 			continue
 		}
 		delay = 0
-		select {
-		case f.handoff <- a:
+		switch {
+		case inline:
+			if f.session(a, accept) {
+				return // accepting went on on another goroutine
+			}
 		default:
-			go f.worker(a)
+			select {
+			case f.handoff <- a:
+			default:
+				go f.worker(a)
+			}
 		}
 	}
 }
@@ -130,22 +155,22 @@ func (f *Frontend) Serve(ln *net.TCPListener) error {
 // RawConn cannot wait, so accept4 runs on a duplicate of the listening
 // descriptor opened as an *os.File, which waits in Go's poller; it is
 // closed when the frontend stops.
-func (f *Frontend) acceptor(ln *net.TCPListener) (accept func() (accepted, error), done func()) {
+func (f *Frontend) acceptor(ln *net.TCPListener) (accept func() (accepted, error), raw bool, done func()) {
 	viaNet := func() (accepted, error) {
 		c, err := ln.AcceptTCP()
 		return accepted{fd: -1, c: c}, err
 	}
 	if f.Config.HTTP != nil || f.Config.AcceptProxy {
-		return viaNet, func() {}
+		return viaNet, false, func() {}
 	}
 	lrc, err := ln.SyscallConn()
 	if err != nil {
-		return viaNet, func() {}
+		return viaNet, false, func() {}
 	}
 	fd := -1
 	lrc.Control(func(lfd uintptr) { fd, err = unix.FcntlInt(lfd, unix.F_DUPFD_CLOEXEC, 0) })
 	if err != nil || fd < 0 {
-		return viaNet, func() {}
+		return viaNet, false, func() {}
 	}
 	// Accepted sockets inherit TCP_NODELAY, which Go's net would set on
 	// each one.
@@ -154,7 +179,7 @@ func (f *Frontend) acceptor(ln *net.TCPListener) (accept func() (accepted, error
 	rc, err := file.SyscallConn()
 	if err != nil {
 		file.Close()
-		return viaNet, func() {}
+		return viaNet, false, func() {}
 	}
 	stop := context.AfterFunc(f.ctx, func() { file.Close() })
 	var a accepted
@@ -181,7 +206,7 @@ func (f *Frontend) acceptor(ln *net.TCPListener) (accept func() (accepted, error
 		}
 		return a, os.NewSyscallError("accept4", aerr)
 	}
-	return accept, func() { stop(); file.Close() }
+	return accept, true, func() { stop(); file.Close() }
 }
 
 // maxSpareWorkers is how many session goroutines wait for the next
@@ -191,26 +216,35 @@ func (f *Frontend) acceptor(ln *net.TCPListener) (accept func() (accepted, error
 // (GOMAXPROCS is read each time: the configuration's threads set it.)
 func maxSpareWorkers() int32 { return int32(4 * runtime.GOMAXPROCS(0)) }
 
-// worker runs a's session, then others handed over by Serve while it is
-// one of the spare workers.
+// worker runs a's session, then others handed over by acceptLoop while
+// it is one of the spare workers.
 func (f *Frontend) worker(a accepted) {
 	for {
 		if f.Config.HTTP != nil {
 			f.httpSession(a.c)
 		} else {
-			f.session(a)
+			f.session(a, nil)
 		}
-		if f.spare.Add(1) > maxSpareWorkers() {
-			f.spare.Add(-1)
+		var ok bool
+		if a, ok = f.nextConn(); !ok {
 			return
 		}
-		select {
-		case a = <-f.handoff:
-			f.spare.Add(-1)
-		case <-f.ctx.Done():
-			f.spare.Add(-1)
-			return
-		}
+	}
+}
+
+// nextConn waits, as a spare worker, for the next connection; false when
+// there are spare workers enough or the frontend stops.
+func (f *Frontend) nextConn() (accepted, bool) {
+	if f.spare.Add(1) > maxSpareWorkers() {
+		f.spare.Add(-1)
+		return accepted{}, false
+	}
+	defer f.spare.Add(-1)
+	select {
+	case a := <-f.handoff:
+		return a, true
+	case <-f.ctx.Done():
+		return accepted{}, false
 	}
 }
 
@@ -244,7 +278,11 @@ func (f *Frontend) Wait() { f.wg.Wait() }
 // not the deeper one that dialing grew. The last direction to end calls
 // finish.
 type session struct {
-	f           *Frontend
+	f *Frontend
+	// accept is the accept loop when the session is set up on the
+	// accepting goroutine, which hands it over before waiting.
+	accept      func() (accepted, error)
+	handedOver  bool
 	c           *net.TCPConn   // nil for a raw socket
 	fd          int            // the client's socket
 	client, dst netip.AddrPort // dst: known with the PROXY protocol only
@@ -255,10 +293,15 @@ type session struct {
 	tn          tunnel
 }
 
-func (f *Frontend) session(a accepted) {
+// accept is the accept loop when f runs on the accepting goroutine; the
+// result tells whether the session handed accepting over.
+func (f *Frontend) session(a accepted, accept func() (accepted, error)) (handedOver bool) {
 	f.process.Stats.Open()
 	f.Stats.Open()
-	s := &session{f: f, c: a.c, fd: a.fd, client: a.peer}
+	s := &session{f: f, c: a.c, fd: a.fd, client: a.peer, accept: accept}
+	if accept != nil {
+		s.tn.beforeWait = s
+	}
 	if a.c != nil {
 		s.fd, s.client, s.dst = connFD(a.c), addrPort(a.c.RemoteAddr()), addrPort(a.c.LocalAddr())
 	}
@@ -269,11 +312,21 @@ func (f *Frontend) session(a accepted) {
 	}
 	if !s.setup() {
 		s.finish()
-		return
+		return s.handedOver
 	}
 	s.tunneled = true
 	s.sc.Server.Track(s)
 	s.tn.start(s.fd, s.sc.FD, s.finish)
+	return s.handedOver
+}
+
+// waiting runs before the session first waits (a connect under way, a
+// queue): on the accepting goroutine, a new one takes accepting over.
+func (s *session) waiting() {
+	if s.accept != nil {
+		go s.f.acceptLoop(s.accept, true)
+		s.accept, s.handedOver = nil, true
+	}
 }
 
 // Kill ends the session at once (shutdown sessions server); it is logged
@@ -323,6 +376,11 @@ func (s *session) setup() bool {
 	s.beOpen = true
 	// Not f.ctx: stopping to accept (a reload) must not abort sessions
 	// already accepted, even those still waiting for a server.
+	if be.MayQueue() {
+		// A full server queues the session. (A maxconn set at run time
+		// just after this look can hold up accepting until a slot frees.)
+		s.waiting()
+	}
 	sc, cerr := be.ConnectFD(context.Background(), s.client, &s.tn)
 	if cerr != nil {
 		e.Tw = cerr.Wait.Milliseconds()

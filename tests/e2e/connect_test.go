@@ -57,15 +57,18 @@ func silentServer(t *testing.T) (addr string, accept func() int) {
 
 // TestSlowConnect checks a server connection that takes a SYN
 // retransmission (about a second) to complete: the session waits for it
-// in sluice's poller and then carries bytes both ways.
+// in sluice's poller and then carries bytes both ways, while other
+// connections are accepted and served meanwhile.
 func TestSlowConnect(t *testing.T) {
 	t.Parallel()
 	addr, accept := silentServer(t)
+	fast := newBackend(t, "fast")
 	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	d := startSluice(t, config(fe, fmt.Sprintf(`
   timeout { connect = "5s" }
   server "slow" { address = %q }
-`, addr)))
+  server "fast" { address = %q }
+`, addr, fast.addr)))
 	served := make(chan error, 1)
 	go func() {
 		time.Sleep(300 * time.Millisecond)
@@ -92,6 +95,16 @@ func TestSlowConnect(t *testing.T) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(8 * time.Second))
 	fmt.Fprintf(c, "ping\n")
+	// Round robin sends the next connection to the other server: it must
+	// not wait behind the slow connect.
+	time.Sleep(100 * time.Millisecond)
+	other := time.Now()
+	if g := greet(t, fe); g != "fast" {
+		t.Errorf("second connection went to %q, want fast", g)
+	}
+	if took := time.Since(other); took > 500*time.Millisecond {
+		t.Errorf("a connection made during a slow connect took %v: accepting waited for it", took)
+	}
 	got, err := bufio.NewReader(c).ReadString('\n')
 	took := time.Since(start)
 	if err != nil || got != "pong to ping\n" {
