@@ -272,11 +272,10 @@ func (f *Frontend) Wait() { f.wg.Wait() }
 
 // session is one client connection from accept to log line.
 //
-// The goroutine that accepts a connection sets the session up (PROXY
-// header, rules, server connection) and then hands over to the tunnel's two
-// fresh goroutines: a parked idle session keeps only their small stacks,
-// not the deeper one that dialing grew. The last direction to end calls
-// finish.
+// A goroutine sets the session up (PROXY header, rules, server
+// connection), for a raw socket the one that accepted it, then starts the
+// tunnel, which holds no goroutine while idle. The last direction to end
+// calls finish.
 type session struct {
 	f *Frontend
 	// accept is the accept loop when the session is set up on the
