@@ -281,10 +281,9 @@ type session struct {
 	// accept is the accept loop when the session is set up on the
 	// accepting goroutine, which hands it over before waiting.
 	accept      func() (accepted, error)
-	handedOver  bool
 	c           *net.TCPConn   // nil for a raw socket
 	fd          int            // the client's socket
-	client, dst netip.AddrPort // dst: known with the PROXY protocol only
+	client, dst netip.AddrPort // dst: for a raw socket, looked up when sending a PROXY header
 	sc          *backend.Conn  // nil until connected
 	beOpen      bool           // counted in the backend's sessions
 	tunneled    bool
@@ -298,9 +297,6 @@ func (f *Frontend) session(a accepted, accept func() (accepted, error)) (handedO
 	f.process.Stats.Open()
 	f.Stats.Open()
 	s := &session{f: f, c: a.c, fd: a.fd, client: a.peer, accept: accept}
-	if accept != nil {
-		s.tn.beforeWait = s
-	}
 	if a.c != nil {
 		s.fd, s.client, s.dst = connFD(a.c), addrPort(a.c.RemoteAddr()), addrPort(a.c.LocalAddr())
 	}
@@ -311,12 +307,12 @@ func (f *Frontend) session(a accepted, accept func() (accepted, error)) (handedO
 	}
 	if !s.setup() {
 		s.finish()
-		return s.handedOver
+	} else {
+		s.tunneled = true
+		s.sc.Server.Track(s)
+		s.tn.start(s.fd, s.sc.FD, s.finish)
 	}
-	s.tunneled = true
-	s.sc.Server.Track(s)
-	s.tn.start(s.fd, s.sc.FD, s.finish)
-	return s.handedOver
+	return accept != nil && s.accept == nil
 }
 
 // waiting runs before the session first waits (a connect under way, a
@@ -324,9 +320,22 @@ func (f *Frontend) session(a accepted, accept func() (accepted, error)) (handedO
 func (s *session) waiting() {
 	if s.accept != nil {
 		go s.f.acceptLoop(s.accept, true)
-		s.accept, s.handedOver = nil, true
+		s.accept = nil
 	}
 }
+
+// The session follows its server socket through the connect
+// (source.Watcher) with its tunnel, which keeps the registration, and
+// hands accepting over before waiting.
+
+func (s *session) Watch(fd int) error { return s.tn.Watch(fd) }
+
+func (s *session) Wait(deadline time.Time) bool {
+	s.waiting()
+	return s.tn.Wait(deadline)
+}
+
+func (s *session) Forget() { s.tn.Forget() }
 
 // Kill ends the session at once (shutdown sessions server); it is logged
 // with the termination state KD.
@@ -373,14 +382,14 @@ func (s *session) setup() bool {
 	be := f.Backend
 	be.Stats.Open()
 	s.beOpen = true
-	// Not f.ctx: stopping to accept (a reload) must not abort sessions
-	// already accepted, even those still waiting for a server.
-	if be.MayQueue() {
+	if s.accept != nil && be.MayQueue() {
 		// A full server queues the session. (A maxconn set at run time
 		// just after this look can hold up accepting until a slot frees.)
 		s.waiting()
 	}
-	sc, cerr := be.ConnectFD(context.Background(), s.client, &s.tn)
+	// Not f.ctx: stopping to accept (a reload) must not abort sessions
+	// already accepted, even those still waiting for a server.
+	sc, cerr := be.ConnectFD(context.Background(), s.client, s)
 	if cerr != nil {
 		e.Tw = cerr.Wait.Milliseconds()
 		e.Term = cerr.Term

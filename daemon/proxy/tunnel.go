@@ -49,8 +49,6 @@ type tunnel struct {
 	up, down pump // client to server, server to client
 	timer    *time.Timer
 	done     func()
-	// beforeWait is told before a connect waits, if set.
-	beforeWait interface{ waiting() }
 
 	mu   sync.Mutex // guards the pumps' state, pending and room, and live
 	live int        // directions not ended
@@ -128,12 +126,7 @@ func (tn *tunnel) Watch(fd int) error {
 }
 
 // Wait waits until the connecting socket is writable.
-func (tn *tunnel) Wait(deadline time.Time) bool {
-	if tn.beforeWait != nil {
-		tn.beforeWait.waiting()
-	}
-	return tn.up.awaitRoom(deadline)
-}
+func (tn *tunnel) Wait(deadline time.Time) bool { return tn.up.awaitRoom(deadline) }
 
 // Forget drops a failed attempt's registration and what it reported
 // (waiting for a Ready under way, which would report it late).
