@@ -264,7 +264,7 @@ type Conn struct {
 	// Reused: the connection served earlier requests (HTTP).
 	Reused    bool
 	idleSince time.Time
-	raw       syscall.RawConn // for the liveness peek of idle connections
+	raw       syscall.RawConn // made once (RawConn)
 	peekFn    func(fd uintptr) bool
 	peekBuf   [1]byte
 	quiet     bool
@@ -405,7 +405,14 @@ func (b *Backend) connect(ctx context.Context, key Key, reuse Reuse, w source.Wa
 		c.Wait, c.BeQueue, c.ConnectTime, c.Retries, c.Redispatched, c.Reused = wait, beQueue, 0, 0, false, true
 		return c, nil
 	}
-	c = &Conn{backend: b, FD: -1, Wait: wait, BeQueue: beQueue}
+	return b.dial(ctx, key, s, &Conn{backend: b, FD: -1, Wait: wait, BeQueue: beQueue}, w)
+}
+
+// dial makes a new connection c to s (whose slot the caller holds), with
+// retries and redispatch. Apart from connect so that the variables its
+// attempt closure shares stay off the heap when a connection is reused.
+func (b *Backend) dial(ctx context.Context, key Key, s *server.Server, c *Conn, w source.Watcher) (*Conn, *Error) {
+	t := b.Config.Timeouts
 	for attempt := 0; ; attempt++ {
 		tg := b.targets[s]
 		dialStart := time.Now()
