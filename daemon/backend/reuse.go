@@ -100,15 +100,23 @@ func (c *Conn) discard() {
 	c.release()
 }
 
-// alive peeks at an idle connection without blocking: a server that
-// closed it (or sent something unasked) makes it unusable.
-func (c *Conn) alive() bool {
+// RawConn is the connection's syscall.RawConn, made once.
+func (c *Conn) RawConn() (syscall.RawConn, error) {
 	if c.raw == nil {
 		rc, err := c.TCPConn.SyscallConn()
 		if err != nil {
-			return false
+			return nil, err
 		}
 		c.raw = rc
+	}
+	return c.raw, nil
+}
+
+// alive peeks at an idle connection without blocking: a server that
+// closed it (or sent something unasked) makes it unusable.
+func (c *Conn) alive() bool {
+	if _, err := c.RawConn(); err != nil {
+		return false
 	}
 	if c.peekFn == nil {
 		c.peekFn = c.peek

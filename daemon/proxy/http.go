@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -70,7 +69,7 @@ type httpSession struct {
 type exchange struct {
 	req, resp   h1.Message
 	rq          rules.Request
-	out, srvOut *bufio.Writer
+	out, srvOut *h1.Writer
 	srv         h1.Reader // from the server
 	e           logging.HTTPEntry
 	line        [256]byte // the request line, for the log
@@ -80,18 +79,58 @@ type exchange struct {
 	caps        [2][8][]byte
 	cw, rcw     h1.ChunkWriter   // request and response chunk framing
 	be          *backend.Backend // chosen for this request; nil before
+	reply       replyWait
+}
+
+// replyWait sends a request and waits for the server's answer in one
+// RawConn.Read. The answer cannot come before the request went, so the
+// read a plain Read makes at once would only find nothing (EAGAIN): a
+// system call per request for nothing. HAProxy, too, reads a server only
+// once its poller says so.
+type replyWait struct {
+	w    *h1.Writer
+	sent bool
+	err  error
+	step func(fd uintptr) bool // run, bound once: no allocation per request
+}
+
+// send sends what w holds on rc's socket and returns once the socket is
+// readable. What the socket does not take at once goes by w.Flush; a
+// failed wait (deadline, close) is left to the read that follows, which
+// meets it again and reports it as a read.
+func (a *replyWait) send(rc syscall.RawConn, w *h1.Writer) error {
+	a.w, a.sent, a.err = w, false, nil
+	rc.Read(a.step)
+	a.w = nil
+	if a.err != nil {
+		return a.err
+	}
+	return w.Flush()
+}
+
+// run is the RawConn.Read callback of send: first the write, then (when
+// it all went) false to wait until readable.
+func (a *replyWait) run(fd uintptr) bool {
+	if a.sent {
+		return true
+	}
+	a.sent = true
+	all, err := a.w.WriteFD(fd)
+	a.err = err
+	return err != nil || !all
 }
 
 const bufSize = 16 * 1024
 
 var exchanges = sync.Pool{New: func() any {
 	x := &exchange{
-		out:    bufio.NewWriterSize(nil, 8*1024),
-		srvOut: bufio.NewWriterSize(nil, 8*1024),
+		out:    h1.NewWriter(8 * 1024),
+		srvOut: h1.NewWriter(8 * 1024),
 	}
 	x.req.Headers = make([]h1.Header, 0, 128)
 	x.resp.Headers = make([]h1.Header, 0, 128)
 	x.srv.Buf = make([]byte, 64*1024)
+	x.reply.step = x.reply.run
 	return x
 }}
 
@@ -193,6 +232,10 @@ func (s *httpSession) close() {
 		s.own.Discard()
 	}
 	if s.x != nil {
+		if len(s.x.out.Buffered()) > 0 {
+			s.c.SetWriteDeadline(time.Now().Add(max(f.Config.Timeouts.Client, time.Second)))
+			s.x.out.Flush()
+		}
 		s.release()
 	}
 	if s.in.Buf != nil {
@@ -235,7 +278,23 @@ func (s *httpSession) release() {
 // false to park until readable.
 // One read per wake-up, as a plain Read would, but no buffer held while
 // parked.
+//
+// A response left to send (see exchange) goes first, and then the wait
+// starts without a read: the next request cannot have come before the
+// response went.
 func (s *httpSession) wait(fd uintptr) bool {
+	if x := s.x; x != nil && len(x.out.Buffered()) > 0 {
+		all, err := x.out.WriteFD(fd)
+		if err == nil && !all {
+			err = x.out.Flush()
+		}
+		if err != nil {
+			s.waitErr = err
+			return true
+		}
+		s.release()
+		return false
+	}
 	if s.in.Buf == nil {
 		s.in.Buf = getBuf(s.f.Config.HTTP.MaxHeaderSize + 1024)
 	}
@@ -299,6 +358,9 @@ func (s *httpSession) readRequest() int {
 	}
 	s.acquire()
 	x := s.x
+	if x.out.Flush() != nil { // the last response, when the next request was already here
+		return requestNone
+	}
 	x.be = nil
 	x.e = logging.HTTPEntry{TCPEntry: logging.TCPEntry{Accept: start, Frontend: f.Name, Backend: f.Name, Server: "<NOSRV>",
 		Tw: -1, Tc: -1, Term: [2]byte{'-', '-'}}, TR: -1, Tr: -1, Ta: -1, Cookie: [2]byte{'-', '-'}}
@@ -747,10 +809,19 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 	w.Write(s.appendRequestHead(w.AvailableBuffer(), be, upgrade))
 	body := h1.RequestBody(m)
 	sent := false
+	awaited := false // the response's deadline is set
 	sendBody := func() (ok bool) {
 		sent = true
 		if body.Empty() {
-			return w.Flush() == nil || s.serverFailed(sc, 'S', 'D')
+			if bt.Server > 0 {
+				sc.SetReadDeadline(time.Now().Add(bt.Server))
+			}
+			awaited = true
+			rc, err := sc.RawConn()
+			if err == nil {
+				err = x.reply.send(rc, w)
+			}
+			return err == nil || s.serverFailed(sc, 'S', 'D')
 		}
 		s.c.SetReadDeadline(time.Time{})
 		sc.SetWriteDeadline(time.Time{})
@@ -806,9 +877,10 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 	lim := h1.Limits{MaxHeaderSize: max(f.Config.HTTP.MaxHeaderSize, 15*1024), MaxHeaders: 128}
 	resp := &x.resp
 	for {
-		if bt.Server > 0 {
+		if bt.Server > 0 && !awaited {
 			sc.SetReadDeadline(time.Now().Add(bt.Server))
 		}
+		awaited = false
 		err := rd.ReadHead(func(b []byte) error { return h1.ParseResponse(b, resp, &lim) })
 		if err != nil {
 			got := len(rd.Buffered()) > 0
@@ -896,7 +968,9 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 	if err == nil && outChunked {
 		err = cw.Close()
 	}
-	if err == nil {
+	if err == nil && !clientKeep {
+		// With keep-alive, the rest goes with the wait for the next
+		// request (see wait).
 		err = out.Flush()
 	}
 	e.Bytes = int64(len(head)) + n
