@@ -62,20 +62,21 @@ func (w *Writer) Flush() error {
 // waiting, and reports whether all of it went; what the socket did not
 // take stays pending (for Flush).
 func (w *Writer) WriteFD(fd uintptr) (bool, error) {
-	for len(w.buf) > 0 {
-		n, err := unix.Write(int(fd), w.buf)
+	p := w.buf
+	var err error
+	for len(p) > 0 {
+		n, e := unix.Write(int(fd), p)
 		if n > 0 {
-			w.buf = w.buf[:copy(w.buf, w.buf[n:])]
+			p = p[n:]
 		}
-		switch err {
-		case nil:
+		if e == nil || e == unix.EINTR {
 			continue
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false, nil
 		}
-		return false, os.NewSyscallError("write", err)
+		if e != unix.EAGAIN {
+			err = os.NewSyscallError("write", e)
+		}
+		break
 	}
-	return true, nil
+	w.buf = w.buf[:copy(w.buf, p)]
+	return len(w.buf) == 0 && err == nil, err
 }
