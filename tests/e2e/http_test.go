@@ -338,6 +338,58 @@ listen "fe" {
 	}
 }
 
+// TestHTTPPipelining: requests sent together, before any response, are
+// answered in order on the one connection, each as soon as it is ready:
+// a slow last one, which asks to close, holds back none of the others.
+// (A keep-alive response goes out with the wait for the next request; a
+// request already buffered must not hold it back.)
+func TestHTTPPipelining(t *testing.T) {
+	t.Parallel()
+	web := newWebServer(t, "web")
+	web.handler = func(rw http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			time.Sleep(2 * time.Second)
+		}
+		fmt.Fprintf(rw, "web %s\n", r.URL.Path)
+	}
+	port, _ := proxyTo(t, web.addr, "")
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var reqs strings.Builder
+	const n = 20
+	for i := range n - 1 {
+		fmt.Fprintf(&reqs, "GET /p%d HTTP/1.1\r\nHost: x\r\n\r\n", i)
+	}
+	reqs.WriteString("GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	c.Write([]byte(reqs.String()))
+	start := time.Now()
+	c.SetReadDeadline(start.Add(5 * time.Second))
+	r := bufio.NewReader(c)
+	for i := range n {
+		resp, err := http.ReadResponse(r, nil)
+		if err != nil {
+			t.Fatalf("response %d: %v", i, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		want := fmt.Sprintf("web /p%d\n", i)
+		if i == n-1 {
+			want = "web /slow\n"
+		} else if d := time.Since(start); d > time.Second {
+			t.Errorf("response %d came after %v, held back by the slow request after it", i, d)
+		}
+		if string(body) != want {
+			t.Fatalf("response %d: body %q, want %q", i, body, want)
+		}
+	}
+	if b, err := r.ReadByte(); err != io.EOF {
+		t.Errorf("after the last response: read %q, %v; want the connection closed", b, err)
+	}
+}
+
 // rss reads a process's resident memory in KB.
 func rss(t *testing.T, pid int) int {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
