@@ -1,12 +1,13 @@
 // Package benchutil holds what the benchmark programs share: free
-// loopback addresses, waiting for a listener, and a process's resident
-// memory.
+// loopback addresses, waiting for a listener, a process's resident
+// memory and processor time, and stopping a proxy.
 package benchutil
 
 import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"time"
@@ -60,4 +61,19 @@ func CPUSeconds(pid int) float64 {
 	utime, _ := strconv.ParseFloat(f[11], 64)
 	stime, _ := strconv.ParseFloat(f[12], 64)
 	return (utime + stime) / 100 // USER_HZ is 100 on Linux
+}
+
+// Stop asks a proxy to stop (SIGINT), and kills it after 5 s: a process
+// started from a non-interactive shell's background job ignores SIGINT,
+// which left benchmarks waiting for ever.
+func Stop(cmd *exec.Cmd) {
+	cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		cmd.Process.Kill()
+		<-done
+	}
 }

@@ -53,7 +53,7 @@ func main() {
 
 	origin := benchutil.FreeAddr()
 	ng := startNginx(dir, origin)
-	defer stop(ng)
+	defer benchutil.Stop(ng)
 	waitListening(origin)
 
 	results := map[string][]figure{}
@@ -71,7 +71,7 @@ func main() {
 		waitListening(front)
 		results[p.name] = measure(p.name, front, cmd.Process.Pid)
 		idleKB[p.name] = idleMemory(cmd.Process.Pid, front)
-		stop(cmd)
+		benchutil.Stop(cmd)
 		order = append(order, p.name)
 	}
 	fmt.Printf("\n%-20s", "")
@@ -235,18 +235,6 @@ func start(name string, args ...string) *exec.Cmd {
 		os.Exit(1)
 	}
 	return cmd
-}
-
-func stop(cmd *exec.Cmd) {
-	cmd.Process.Signal(os.Interrupt)
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		cmd.Process.Kill()
-		<-done
-	}
 }
 
 func waitListening(addr string) {

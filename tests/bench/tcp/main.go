@@ -74,27 +74,33 @@ func main() {
 		}
 		benchutil.WaitListening(fronts[0])
 		r := measure(p.name, cmd, fronts[0], fronts[1], fronts[2])
-		cmd.Process.Signal(os.Interrupt)
-		cmd.Wait()
+		benchutil.Stop(cmd)
 		results = append(results, r)
 	}
 	fmt.Printf("\n%-8s %14s %10s %14s %10s %16s\n", "", "MB/s (bulk)", "proxy CPU", "conn/s", "proxy CPU", "KB/idle conn")
+	figure := func(v float64, format string) string {
+		if v <= 0 {
+			return "-"
+		}
+		return fmt.Sprintf(format, v)
+	}
 	for _, r := range results {
-		idle, bcpu, rcpu := "-", "-", "-"
-		if r.idleKB > 0 {
-			idle = fmt.Sprintf("%.2f", r.idleKB)
-		}
-		if r.bulkCPU > 0 {
-			bcpu, rcpu = fmt.Sprintf("%.0f%%", 100*r.bulkCPU), fmt.Sprintf("%.0f%%", 100*r.rateCPU)
-		}
-		fmt.Printf("%-8s %14.0f %10s %14.0f %10s %16s\n", r.name, r.mbps, bcpu, r.connRate, rcpu, idle)
+		fmt.Printf("%-8s %14s %10s %14s %10s %16s\n", r.name, figure(r.mbps, "%.0f"), figure(100*r.bulkCPU, "%.0f%%"),
+			figure(r.connRate, "%.0f"), figure(100*r.rateCPU, "%.0f%%"), figure(r.idleKB, "%.2f"))
 	}
 	if len(results) == 3 {
 		s, h := results[1], results[2]
-		fmt.Printf("\nsluice/haproxy: throughput %.2fx, connection rate %.2fx, idle memory per connection %.2fx\n",
-			s.mbps/h.mbps, s.connRate/h.connRate, s.idleKB/h.idleKB)
-		fmt.Printf("per proxy CPU second: throughput %.2fx, connections %.2fx\n",
-			(s.mbps/s.bulkCPU)/(h.mbps/h.bulkCPU), (s.connRate/s.rateCPU)/(h.connRate/h.rateCPU))
+		// A ratio is printed for the figures measured (see -only).
+		ratio := func(what string, sv, hv float64) string {
+			if !(sv > 0 && hv > 0) { // also NaN: a figure not measured
+				return ""
+			}
+			return fmt.Sprintf(" %s %.2fx", what, sv/hv)
+		}
+		fmt.Printf("\nsluice/haproxy:%s%s%s\n", ratio("throughput", s.mbps, h.mbps), ratio("connection rate", s.connRate, h.connRate),
+			ratio("idle memory per connection", s.idleKB, h.idleKB))
+		fmt.Printf("per proxy CPU second:%s%s\n", ratio("throughput", s.mbps/s.bulkCPU, h.mbps/h.bulkCPU),
+			ratio("connections", s.connRate/s.rateCPU, h.connRate/h.rateCPU))
 	}
 }
 
