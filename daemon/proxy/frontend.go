@@ -22,6 +22,7 @@ import (
 	"sluice/daemon/backend"
 	"sluice/daemon/logging"
 	"sluice/daemon/proxyproto"
+	"sluice/daemon/sock"
 	"sluice/daemon/source"
 	"sluice/daemon/stats"
 	"sluice/hcl"
@@ -186,14 +187,14 @@ func (f *Frontend) acceptor(ln *net.TCPListener) (accept func() (accepted, error
 	var aerr error
 	accept4 := func(lfd uintptr) bool {
 		for {
-			fd, sa, err := unix.Accept4(int(lfd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+			fd, peer, err := sock.Accept4(int(lfd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 			switch err {
 			case unix.EINTR, unix.ECONNABORTED:
 				continue
 			case unix.EAGAIN:
 				return false // wait in Go's poller
 			}
-			a, aerr = accepted{fd: fd, peer: source.AddrPort(sa)}, err
+			a, aerr = accepted{fd: fd, peer: peer}, err
 			return true
 		}
 	}
