@@ -233,17 +233,6 @@ func (b *Backend) Running() (active, backup int) {
 	return active, backup
 }
 
-// MayQueue reports whether a session could wait in the queue now: when
-// some server has a maxconn.
-func (b *Backend) MayQueue() bool {
-	for _, s := range b.Servers {
-		if s.MaxConn() > 0 {
-			return true
-		}
-	}
-	return false
-}
-
 // QueueLen is the number of sessions waiting for a server.
 func (b *Backend) QueueLen() int64 { return b.queue.len.Load() }
 
@@ -353,8 +342,17 @@ func (b *Backend) Connect(ctx context.Context, client netip.AddrPort) (*Conn, *E
 
 // ConnectFD is Connect on a raw socket that w follows through the
 // connect, outside Go's network poller: the Conn has FD and no TCPConn.
+// A w that is also a Queuer is told before the session waits in the
+// queue.
 func (b *Backend) ConnectFD(ctx context.Context, client netip.AddrPort, w source.Watcher) (*Conn, *Error) {
 	return b.connect(ctx, b.ClientKey(client), Reuse{}, w)
+}
+
+// Queuer is a connect watcher whose goroutine has work to hand over
+// before it waits in the queue for a server (the TCP proxy sets a session
+// up on the goroutine that accepted it).
+type Queuer interface {
+	Queued()
 }
 
 // Reuse says which existing connections a request may use.
@@ -388,6 +386,9 @@ func (b *Backend) connect(ctx context.Context, key Key, reuse Reuse, w source.Wa
 			return nil, &Error{Term: [2]byte{'s', 'Q'}, Err: ErrQueueFull}
 		}
 		beQueue = b.queue.len.Load()
+		if q, ok := w.(Queuer); ok {
+			q.Queued()
+		}
 		var err error
 		s, err = b.wait(ctx, key, t.Queue)
 		wait = time.Since(start)

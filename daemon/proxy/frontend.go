@@ -316,9 +316,10 @@ func (f *Frontend) session(a accepted, accept func() (accepted, error)) (handedO
 	return accept != nil && s.accept == nil
 }
 
-// waiting runs before the session first waits (a connect under way, a
-// queue): on the accepting goroutine, a new one takes accepting over.
-func (s *session) waiting() {
+// Queued runs before the session first waits (in the backend's queue,
+// or for a connect under way): on the accepting goroutine, a new one
+// takes accepting over.
+func (s *session) Queued() {
 	if s.accept != nil {
 		go s.f.acceptLoop(s.accept, true)
 		s.accept = nil
@@ -327,12 +328,12 @@ func (s *session) waiting() {
 
 // The session follows its server socket through the connect
 // (source.Watcher) with its tunnel, which keeps the registration, and
-// hands accepting over before waiting.
+// hands accepting over before waiting (backend.Queuer).
 
 func (s *session) Watch(fd int) error { return s.tn.Watch(fd) }
 
 func (s *session) Wait(deadline time.Time) bool {
-	s.waiting()
+	s.Queued()
 	return s.tn.Wait(deadline)
 }
 
@@ -383,11 +384,6 @@ func (s *session) setup() bool {
 	be := f.Backend
 	be.Stats.Open()
 	s.beOpen = true
-	if s.accept != nil && be.MayQueue() {
-		// A full server queues the session. (A maxconn set at run time
-		// just after this look can hold up accepting until a slot frees.)
-		s.waiting()
-	}
 	// Not f.ctx: stopping to accept (a reload) must not abort sessions
 	// already accepted, even those still waiting for a server.
 	sc, cerr := be.ConnectFD(context.Background(), s.client, s)

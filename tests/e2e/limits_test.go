@@ -290,3 +290,47 @@ source_pool "p" {
 		}
 	}
 }
+
+// TestQueueAfterMaxConnAtRunTime: a server cap set at run time (set
+// maxconn server) queues the sessions past it, and a queued session does
+// not hold up accepting: a connection made while another waits in the
+// queue is accepted, and queued, at once. (A TCP session is set up on the
+// goroutine that accepted it, which must hand accepting over before it
+// waits; the configuration had no cap when it started.)
+func TestQueueAfterMaxConnAtRunTime(t *testing.T) {
+	t.Parallel()
+	a := newBackend(t, "a")
+	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg, admin, _ := adminConfig(t, fe, `  timeout { queue = "1s" }`+"\n"+servers(a))
+	d := startSluice(t, cfg)
+	held, _ := dial(t, fe)
+	defer held.Close()
+	if out, code := ctl(t, admin, "set maxconn server be/a 1"); code != 0 {
+		t.Fatalf("set maxconn server: %s", out)
+	}
+	// Two more: each waits in the queue for 1 s and is then closed.
+	start := time.Now()
+	closed := make(chan time.Duration, 2)
+	for i := range 2 {
+		c, err := net.Dial("tcp", fe)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		go func() {
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			b, err := io.ReadAll(c)
+			if len(b) > 0 || err != nil {
+				t.Errorf("queued connection %d: read %q, %v; want a close after timeout queue", i, b, err)
+			}
+			closed <- time.Since(start)
+		}()
+		time.Sleep(100 * time.Millisecond)
+	}
+	for range 2 {
+		if took := <-closed; took > 1700*time.Millisecond {
+			t.Errorf("a queued connection closed after %v, want about 1 s: it waited to be accepted", took.Round(time.Millisecond))
+		}
+	}
+	eventually(t, 2*time.Second, "2 sQ log lines", func() bool { return len(d.logLines(` fe be/\S+ \d+/-1/\d+ \d+ sQ `)) == 2 })
+}
