@@ -80,6 +80,65 @@ type exchange struct {
 	cw, rcw     h1.ChunkWriter   // request and response chunk framing
 	be          *backend.Backend // chosen for this request; nil before
 	reply       replyWait
+	toClient    timedSend // what out sends on
+	toServer    timedSend // what srvOut sends on
+}
+
+// timedSend is the connection an h1.Writer sends on. A write the socket
+// takes at once, the usual case, sets no deadline; one that must wait for
+// room waits at most idle (timeout client or server; none when zero), as
+// HAProxy's timeouts bound sending too: a peer that stops reading is let
+// go instead of holding the session for ever.
+type timedSend struct {
+	c    net.Conn
+	rc   syscall.RawConn
+	idle time.Duration
+	p    []byte // being written by run
+	n    int
+	err  error
+	step func(fd uintptr) bool // run, bound once: no allocation per write
+}
+
+func (w *timedSend) reset(c net.Conn, rc syscall.RawConn, idle time.Duration) {
+	w.c, w.rc, w.idle = c, rc, idle
+}
+
+func (w *timedSend) Write(p []byte) (int, error) {
+	w.p, w.n, w.err = p, 0, nil
+	err := w.rc.Write(w.step)
+	n, werr := w.n, w.err
+	w.p = nil
+	if err == nil {
+		err = werr
+	}
+	if err != nil || n == len(p) {
+		return n, err
+	}
+	if w.idle > 0 {
+		w.c.SetWriteDeadline(time.Now().Add(w.idle))
+	}
+	m, err := w.c.Write(p[n:])
+	return n + m, err
+}
+
+// run is the RawConn.Write callback of Write: it writes what the socket
+// takes now and never waits.
+func (w *timedSend) run(fd uintptr) bool {
+	for w.n < len(w.p) {
+		n, err := unix.Write(int(fd), w.p[w.n:])
+		if n > 0 {
+			w.n += n
+		}
+		switch err {
+		case nil, unix.EINTR:
+			continue
+		case unix.EAGAIN:
+		default:
+			w.err = os.NewSyscallError("write", err)
+		}
+		break
+	}
+	return true
 }
 
 // replyWait sends a request and waits for the server's answer in one
@@ -131,6 +190,8 @@ var exchanges = sync.Pool{New: func() any {
 	x.resp.Headers = make([]h1.Header, 0, 128)
 	x.srv.Buf = make([]byte, 64*1024)
 	x.reply.step = x.reply.run
+	x.toClient.step = x.toClient.run
+	x.toServer.step = x.toServer.run
 	return x
 }}
 
@@ -252,7 +313,8 @@ func (s *httpSession) close() {
 func (s *httpSession) acquire() {
 	if s.x == nil {
 		s.x = exchanges.Get().(*exchange)
-		s.x.out.Reset(s.c)
+		s.x.toClient.reset(s.c, s.rc, s.f.Config.Timeouts.Client)
+		s.x.out.Reset(&s.x.toClient)
 	}
 	if s.in.Buf == nil {
 		s.in.Buf = getBuf(s.f.Config.HTTP.MaxHeaderSize + 1024)
@@ -264,6 +326,8 @@ func (s *httpSession) release() {
 	x := s.x
 	x.out.Reset(nil)
 	x.srvOut.Reset(nil)
+	x.toClient.reset(nil, nil, 0)
+	x.toServer.reset(nil, nil, 0)
 	x.srv.Reset(nil)
 	// The parsed heads keep their slices: they point only into pooled
 	// buffers and configuration strings, and the next parse resets them.
@@ -801,7 +865,12 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 	reqStart := time.Now()
 
 	w := x.srvOut
-	w.Reset(sc)
+	if rc, err := sc.RawConn(); err == nil {
+		x.toServer.reset(sc, rc, bt.Server)
+		w.Reset(&x.toServer)
+	} else {
+		w.Reset(sc)
+	}
 	if sc.SendProxy > 0 && !sc.Reused {
 		w.Write(proxyproto.Append(w.AvailableBuffer(), sc.SendProxy, s.client, s.dst))
 	}
@@ -824,7 +893,9 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 			return err == nil || s.serverFailed(sc, 'S', 'D')
 		}
 		s.c.SetReadDeadline(time.Time{})
-		sc.SetWriteDeadline(time.Time{})
+		if bt.Server == 0 {
+			sc.SetWriteDeadline(time.Time{}) // none, whatever an earlier request set
+		}
 		var dst io.Writer = w
 		cw := &x.cw
 		if body.Chunked {
@@ -850,6 +921,10 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 				} else {
 					s.clientAbort(err, 'D')
 				}
+			} else if isTimeout(err) {
+				// The server stopped taking the body (timeout server).
+				sc.Server.Stats.ServerAborts.Add(1)
+				s.fail(504, 's', 'D')
 			} else {
 				s.serverFailed(sc, 'S', 'D')
 			}
@@ -943,7 +1018,9 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 		resp.Headers = append(resp.Headers, h1.Header{Name: varyName, Value: acceptEncoding})
 	}
 	out := x.out
-	s.c.SetWriteDeadline(time.Time{})
+	if ct.Client == 0 {
+		s.c.SetWriteDeadline(time.Time{}) // none, whatever answer set
+	}
 	head := s.appendResponseHead(out.AvailableBuffer(), be, outChunked, clientKeep)
 	out.Write(head)
 	var dst io.Writer = out
@@ -1026,7 +1103,11 @@ func (s *httpSession) clientAbort(err error, phase byte) {
 	}
 	s.x.e.Term = [2]byte{who, phase}
 	s.f.Stats.ClientAborts.Add(1)
-	s.x.e.Status = -1
+	if s.x.e.Status == 0 {
+		// Nothing answered yet; a response cut short keeps its status,
+		// as HAProxy logs it.
+		s.x.e.Status = -1
+	}
 	if s.x.e.Ta < 0 {
 		s.x.e.Ta = stats.Since(s.x.e.Accept)
 	}

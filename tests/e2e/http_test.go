@@ -584,6 +584,85 @@ func TestHTTPSlowClient(t *testing.T) {
 	}
 }
 
+// TestHTTPSlowReader: a client that stops reading a large response is
+// dropped once timeout client passes without progress (logged cD), as
+// HAProxy's client timeout bounds sending too, and the server connection
+// it held is closed.
+func TestHTTPSlowReader(t *testing.T) {
+	t.Parallel()
+	web := newWebServer(t, "web")
+	chunk := bytes.Repeat([]byte("x"), 64<<10)
+	served := make(chan error, 1)
+	web.handler = func(rw http.ResponseWriter, r *http.Request) {
+		rw.Header().Set("Content-Length", strconv.Itoa(800*len(chunk))) // 50 MiB
+		for range 800 {
+			if _, err := rw.Write(chunk); err != nil {
+				served <- err
+				return
+			}
+		}
+		served <- nil
+	}
+	port, d := proxyTo(t, web.addr, "  timeout { client = \"1s\" }\n")
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.(*net.TCPConn).SetReadBuffer(4096)
+	start := time.Now()
+	fmt.Fprint(c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+	d.waitLog(` fe fe/s \S+ 200 \d+ - - cD`, 6*time.Second)
+	if took := time.Since(start); took > 4*time.Second {
+		t.Errorf("the reader that stopped was dropped after %v, want about 1 s", took.Round(time.Millisecond))
+	}
+	select {
+	case err := <-served:
+		if err == nil {
+			t.Error("the server wrote the whole response to a client that read none of it")
+		}
+	case <-time.After(3 * time.Second):
+		t.Error("the server is still sending: its connection was not closed")
+	}
+}
+
+// TestHTTPServerStopsReading: a server that stops taking a request body
+// is given up after timeout server without progress: 504, logged sD, and
+// the client connection closed.
+func TestHTTPServerStopsReading(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.(*net.TCPConn).SetReadBuffer(4096)
+			defer c.Close() // reads nothing, answers nothing
+		}
+	}()
+	port, d := proxyTo(t, ln.Addr().String(), "  timeout { server = \"1s\" }\n")
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	go func() {
+		fmt.Fprintf(c, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", 64<<20)
+		c.Write(make([]byte, 64<<20))
+	}()
+	d.waitLog(` fe fe/s \S+ 504 \d+ - - sD`, 6*time.Second)
+	if took := time.Since(start); took > 4*time.Second {
+		t.Errorf("the upload to a server that stopped reading ended after %v, want about 1 s", took.Round(time.Millisecond))
+	}
+}
+
 // TestHTTPCompression compresses text for clients that accept gzip and
 // leaves the rest alone.
 func TestHTTPCompression(t *testing.T) {
