@@ -88,7 +88,9 @@ type exchange struct {
 // takes at once, the usual case, sets no deadline; one that must wait for
 // room waits at most idle (timeout client or server; none when zero), as
 // HAProxy's timeouts bound sending too: a peer that stops reading is let
-// go instead of holding the session for ever.
+// go instead of holding the session for ever. No write deadline stays set
+// after a write: an expired one would fail the next write at once, on
+// this connection or, for a server, on whichever session reuses it.
 type timedSend struct {
 	c    net.Conn
 	rc   syscall.RawConn
@@ -118,6 +120,9 @@ func (w *timedSend) Write(p []byte) (int, error) {
 		w.c.SetWriteDeadline(time.Now().Add(w.idle))
 	}
 	m, err := w.c.Write(p[n:])
+	if w.idle > 0 && err == nil {
+		w.c.SetWriteDeadline(time.Time{})
+	}
 	return n + m, err
 }
 
@@ -294,8 +299,7 @@ func (s *httpSession) close() {
 	}
 	if s.x != nil {
 		if len(s.x.out.Buffered()) > 0 {
-			s.c.SetWriteDeadline(time.Now().Add(max(f.Config.Timeouts.Client, time.Second)))
-			s.x.out.Flush()
+			s.ownSend(func() { s.x.out.Flush() })
 		}
 		s.release()
 	}
@@ -486,9 +490,10 @@ func (s *httpSession) reject(status int, who, phase byte) {
 func (s *httpSession) respond(status int, raw []byte) {
 	x := s.x
 	x.e.Status = status
-	s.c.SetWriteDeadline(time.Now().Add(max(s.f.Config.Timeouts.Client, time.Second)))
-	x.out.Write(raw)
-	x.out.Flush()
+	s.ownSend(func() {
+		x.out.Write(raw)
+		x.out.Flush()
+	})
 	x.e.Bytes += int64(len(raw))
 	s.f.Stats.Response(status)
 	s.f.Stats.BytesOut.Add(int64(len(raw)))
@@ -698,16 +703,28 @@ func (s *httpSession) answer(status int, ctype string, body []byte, extra ...h1.
 		b = append(b, "\r\nconnection: close"...)
 	}
 	b = append(b, "\r\n\r\n"...)
-	w.Write(b)
-	if string(x.req.Method) != "HEAD" {
-		w.Write(body)
-	}
-	s.c.SetWriteDeadline(time.Now().Add(max(s.f.Config.Timeouts.Client, time.Second)))
-	w.Flush()
+	s.ownSend(func() {
+		w.Write(b)
+		if string(x.req.Method) != "HEAD" {
+			w.Write(body)
+		}
+		w.Flush()
+	})
 	x.e.Status = status
 	x.e.Bytes = int64(len(b) + len(body))
 	s.f.Stats.Response(status)
 	s.f.Stats.BytesOut.Add(x.e.Bytes)
+}
+
+// ownSend runs send, which writes to the client what sluice says itself
+// (or the last bytes before a close), with sending bounded even without
+// timeout client: a wait for room lasts at most timeout client, and at
+// least a second.
+func (s *httpSession) ownSend(send func()) {
+	t := &s.x.toClient
+	t.idle = max(s.f.Config.Timeouts.Client, time.Second)
+	send()
+	t.idle = s.f.Config.Timeouts.Client
 }
 
 // keepAlive tells whether the client connection may carry another request.
@@ -893,9 +910,6 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 			return err == nil || s.serverFailed(sc, 'S', 'D')
 		}
 		s.c.SetReadDeadline(time.Time{})
-		if bt.Server == 0 {
-			sc.SetWriteDeadline(time.Time{}) // none, whatever an earlier request set
-		}
 		var dst io.Writer = w
 		cw := &x.cw
 		if body.Chunked {
@@ -1018,9 +1032,6 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 		resp.Headers = append(resp.Headers, h1.Header{Name: varyName, Value: acceptEncoding})
 	}
 	out := x.out
-	if ct.Client == 0 {
-		s.c.SetWriteDeadline(time.Time{}) // none, whatever answer set
-	}
 	head := s.appendResponseHead(out.AvailableBuffer(), be, outChunked, clientKeep)
 	out.Write(head)
 	var dst io.Writer = out

@@ -663,6 +663,50 @@ func TestHTTPServerStopsReading(t *testing.T) {
 	}
 }
 
+// TestHTTPKeepAliveAfterLocalAnswer: a connection whose last answer was
+// sluice's own (a return rule) and that then stays idle for longer than
+// timeout client (within http_keep_alive) still gets its next, proxied,
+// response whole: the bound on sending the first answer is not left
+// behind to fail the next send.
+func TestHTTPKeepAliveAfterLocalAnswer(t *testing.T) {
+	t.Parallel()
+	web := newWebServer(t, "web")
+	big := bytes.Repeat([]byte("b"), 64<<10) // more than the send buffer: written, not deferred
+	web.handler = func(rw http.ResponseWriter, r *http.Request) { rw.Write(big) }
+	port, _ := proxyTo(t, web.addr, `  timeout {
+    client          = "500ms"
+    http_keep_alive = "5s"
+  }
+  http_request "return" {
+    path   = ["/local"]
+    status = 200
+    body   = "local\n"
+  }
+`)
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	r := bufio.NewReader(c)
+	for i, path := range []string{"/local", "/proxied"} {
+		if i > 0 {
+			time.Sleep(1500 * time.Millisecond)
+		}
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path)
+		resp, err := http.ReadResponse(r, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%s: status %d, body %q, %v", path, resp.StatusCode, body, err)
+		}
+	}
+}
+
 // TestHTTPCompression compresses text for clients that accept gzip and
 // leaves the rest alone.
 func TestHTTPCompression(t *testing.T) {
