@@ -57,6 +57,7 @@ type Compression struct {
 type Cookie struct {
 	Name     string
 	Insert   bool // sluice sets the cookie itself
+	Indirect bool // the cookie is taken out of requests to the servers
 	NoCache  bool // responses carrying it are marked uncacheable
 	HTTPOnly bool
 	Secure   bool
@@ -202,6 +203,7 @@ type compressionBlock struct {
 type cookieBlock struct {
 	Name     hcl.Expression `hcl:"name"`
 	Insert   hcl.Expression `hcl:"insert,optional"`
+	Indirect hcl.Expression `hcl:"indirect,optional"`
 	NoCache  hcl.Expression `hcl:"nocache,optional"`
 	HTTPOnly hcl.Expression `hcl:"httponly,optional"`
 	Secure   hcl.Expression `hcl:"secure,optional"`
@@ -637,7 +639,8 @@ func (d *decoder) http(s section, def *proxyBlock, frontend bool) *HTTP {
 	}
 	if !frontend || s.kind == "listen" {
 		if cb := single(d, p.Cookie, func(b *cookieBlock) hcl.Range { return b.Range }, "cookie"); cb != nil {
-			c := &Cookie{Name: d.str(cb.Name, "name", ""), Insert: d.boolean(cb.Insert, "insert", false), NoCache: d.boolean(cb.NoCache, "nocache", false),
+			c := &Cookie{Name: d.str(cb.Name, "name", ""), Insert: d.boolean(cb.Insert, "insert", false), Indirect: d.boolean(cb.Indirect, "indirect", false),
+				NoCache: d.boolean(cb.NoCache, "nocache", false),
 				HTTPOnly: d.boolean(cb.HTTPOnly, "httponly", false), Secure: d.boolean(cb.Secure, "secure", false),
 				MaxAge: int(d.duration(cb.MaxAge, "maxage", 0).Seconds())}
 			if !validToken(c.Name) {

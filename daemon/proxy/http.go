@@ -772,6 +772,9 @@ func (s *httpSession) forward(be *backend.Backend) bool {
 					x.e.Cookie[0] = 'D'
 				}
 			}
+			if hb.Cookie.Indirect {
+				stripCookie(m, hb.Cookie.Name)
+			}
 		}
 	}
 	be.Stats.Open()
@@ -837,6 +840,48 @@ func (s *httpSession) requestKey(be *backend.Backend) backend.Key {
 		return backend.Key{}
 	}
 	return backend.Key{Hash: balance.Hash(v), Hashed: true}
+}
+
+// stripCookie takes name=value out of the request's Cookie headers, in
+// place (cookie indirect: the servers never see sluice's cookie); a
+// header left empty goes. The other cookies keep their separators, so
+// that nothing written overtakes what is still to be read.
+func stripCookie(m *h1.Message, name string) {
+	kept := m.Headers[:0]
+	for _, h := range m.Headers {
+		if h1.EqualFold(h.Name, "cookie") {
+			if h.Value = withoutCookie(h.Value, name); len(h.Value) == 0 {
+				continue
+			}
+		}
+		kept = append(kept, h)
+	}
+	m.Headers = kept
+}
+
+// withoutCookie rewrites a Cookie header's value in place without the
+// pairs named name.
+func withoutCookie(v []byte, name string) []byte {
+	out := v[:0]
+	for len(v) > 0 {
+		pair := v // with the spaces before it, which it keeps
+		if i := bytes.IndexByte(v, ';'); i >= 0 {
+			pair, v = v[:i], v[i+1:]
+		} else {
+			v = nil
+		}
+		kv := bytes.TrimLeft(pair, " ")
+		if len(kv) == 0 || len(kv) > len(name) && kv[len(name)] == '=' && string(kv[:len(name)]) == name {
+			continue
+		}
+		if len(out) == 0 {
+			pair = kv
+		} else {
+			out = append(out, ';')
+		}
+		out = append(out, pair...)
+	}
+	return out
 }
 
 // cookieValue finds name=value in the request's Cookie headers.

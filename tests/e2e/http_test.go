@@ -775,8 +775,9 @@ func TestHTTPCookieStickiness(t *testing.T) {
 listen "fe" {
   bind = ["127.0.0.1:%d"]
   cookie {
-    name   = "SRV"
-    insert = true
+    name     = "SRV"
+    insert   = true
+    indirect = true
   }
   check {
     interval = "100ms"
@@ -790,6 +791,7 @@ listen "fe" {
 	jar, _ := cookiejar.New(nil)
 	client := &http.Client{Jar: jar, Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	jar.SetCookies(mustURL(url), []*http.Cookie{{Name: "app", Value: "1"}})
 	server := func() string {
 		resp, err := client.Get(url)
 		if err != nil {
@@ -804,6 +806,10 @@ listen "fe" {
 		if s := server(); s != first {
 			t.Fatalf("sticky client moved from %s to %s", first, s)
 		}
+	}
+	// indirect: the servers see the application's cookies, not sluice's.
+	if r := map[string]*webServer{"a": a, "b": b}[first].last(); r == nil || r.Header.Get("Cookie") != "app=1" {
+		t.Errorf("the server got Cookie %q, want only app=1", r.Header.Get("Cookie"))
 	}
 	down := map[string]*webServer{"a": a, "b": b}[first]
 	down.srv.Close()
