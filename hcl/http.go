@@ -640,7 +640,7 @@ func (d *decoder) http(s section, def *proxyBlock, frontend bool) *HTTP {
 	if !frontend || s.kind == "listen" {
 		if cb := single(d, p.Cookie, func(b *cookieBlock) hcl.Range { return b.Range }, "cookie"); cb != nil {
 			c := &Cookie{Name: d.str(cb.Name, "name", ""), Insert: d.boolean(cb.Insert, "insert", false), Indirect: d.boolean(cb.Indirect, "indirect", false),
-				NoCache: d.boolean(cb.NoCache, "nocache", false),
+				NoCache:  d.boolean(cb.NoCache, "nocache", false),
 				HTTPOnly: d.boolean(cb.HTTPOnly, "httponly", false), Secure: d.boolean(cb.Secure, "secure", false),
 				MaxAge: int(d.duration(cb.MaxAge, "maxage", 0).Seconds())}
 			if !validToken(c.Name) {
