@@ -237,7 +237,10 @@ func copyChunked(w io.Writer, r *Reader, idle time.Duration) (int64, error) {
 			return done, &ReadError{ErrChunk}
 		}
 	}
-	// Trailer fields are checked and dropped.
+	// Trailer fields are checked, and passed on when w frames chunks
+	// itself (a ChunkWriter); otherwise, or when they would speak of
+	// framing or routing, dropped.
+	tw, _ := w.(interface{ Trailer([]byte) error })
 	for {
 		line, err := r.line(idle)
 		if err != nil {
@@ -255,7 +258,26 @@ func copyChunked(w io.Writer, r *Reader, idle time.Duration) (int64, error) {
 				return done, &ReadError{ErrChunk}
 			}
 		}
+		if tw != nil && !forbiddenTrailer(line[:colon]) {
+			if err := tw.Trailer(line); err != nil {
+				return done, &WriteError{err}
+			}
+		}
 	}
+}
+
+// forbiddenTrailer: fields a trailer must not carry (RFC 9110, 6.5.1):
+// framing, routing and connection control, which a recipient merging
+// trailers into the head could act on.
+func forbiddenTrailer(name []byte) bool {
+	for _, f := range [...]string{"content-length", "transfer-encoding", "host", "connection", "keep-alive",
+		"te", "trailer", "upgrade", "proxy-connection", "content-type", "content-encoding", "content-range",
+		"authorization", "set-cookie", "cookie", "expect", "range"} {
+		if EqualFold(name, f) {
+			return true
+		}
+	}
+	return false
 }
 
 // chunkSize parses "HEX[;ext[=value]]..." strictly: hex digits only, at
@@ -338,8 +360,9 @@ func validExtensions(b []byte) bool {
 // ChunkWriter frames what is written to it as chunks; Close writes the
 // last chunk.
 type ChunkWriter struct {
-	W   io.Writer
-	hdr [20]byte
+	W        io.Writer
+	hdr      [20]byte
+	trailing bool // the last chunk and a trailer field are written
 }
 
 func (c *ChunkWriter) Write(p []byte) (int, error) {
@@ -363,9 +386,30 @@ func (c *ChunkWriter) Write(p []byte) (int, error) {
 var crlf = []byte("\r\n")
 var lastChunk = []byte("0\r\n\r\n")
 
-// Close ends the body.
+// Trailer writes one trailer field line (without its CRLF), after the
+// last chunk.
+func (c *ChunkWriter) Trailer(line []byte) error {
+	if !c.trailing {
+		c.trailing = true
+		if _, err := c.W.Write(lastChunk[:3]); err != nil { // "0\r\n"
+			return err
+		}
+	}
+	if _, err := c.W.Write(line); err != nil {
+		return err
+	}
+	_, err := c.W.Write(crlf)
+	return err
+}
+
+// Close ends the body, after any trailer fields.
 func (c *ChunkWriter) Close() error {
-	_, err := c.W.Write(lastChunk)
+	end := lastChunk
+	if c.trailing {
+		end = crlf
+	}
+	c.trailing = false
+	_, err := c.W.Write(end)
 	return err
 }
 

@@ -153,6 +153,26 @@ func TestChunked(t *testing.T) {
 	}
 }
 
+// TestChunkedTrailers re-frames a chunked body with its trailer fields,
+// leaving out those a trailer must not carry.
+func TestChunkedTrailers(t *testing.T) {
+	a, b := tcpPair(t)
+	go func() {
+		a.Write([]byte("4\r\nbody\r\n0\r\nX-Sum: 1\r\nContent-Length: 99\r\nhost: evil\r\nX-Other: 2\r\n\r\n"))
+		a.Close()
+	}()
+	r := &Reader{Conn: b, Buf: make([]byte, 64)}
+	var out bytes.Buffer
+	cw := &ChunkWriter{W: &out}
+	if _, err := Copy(cw, r, Body{Chunked: true}, 0); err != nil {
+		t.Fatal(err)
+	}
+	cw.Close()
+	if want := "4\r\nbody\r\n0\r\nX-Sum: 1\r\nX-Other: 2\r\n\r\n"; out.String() != want {
+		t.Errorf("re-framed as %q, want %q", out.String(), want)
+	}
+}
+
 func BenchmarkParseRequest(b *testing.B) {
 	req := []byte("GET /index.html?x=1 HTTP/1.1\r\nHost: www.example.com\r\nUser-Agent: Mozilla/5.0\r\nAccept: text/html\r\nAccept-Language: en-US,en;q=0.9\r\nAccept-Encoding: gzip, deflate\r\nConnection: keep-alive\r\n\r\n")
 	m := &Message{Headers: make([]Header, 0, 128)}

@@ -958,7 +958,7 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 		var dst io.Writer = w
 		cw := &x.cw
 		if body.Chunked {
-			cw.W = w
+			*cw = h1.ChunkWriter{W: w} // nothing left from an aborted body
 			dst = cw
 		}
 		n, err := h1.Copy(dst, &s.in, body, ct.Client)
@@ -1082,7 +1082,7 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 	var dst io.Writer = out
 	cw := &x.rcw
 	if outChunked {
-		cw.W = out
+		*cw = h1.ChunkWriter{W: out}
 		dst = cw
 	}
 	var zw compressor

@@ -707,6 +707,38 @@ func TestHTTPKeepAliveAfterLocalAnswer(t *testing.T) {
 	}
 }
 
+// TestHTTPTrailers: trailer fields of chunked bodies reach the other side,
+// in both directions.
+func TestHTTPTrailers(t *testing.T) {
+	t.Parallel()
+	web := newWebServer(t, "web")
+	reqTrailer := make(chan http.Header, 1)
+	web.handler = func(rw http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		reqTrailer <- r.Trailer.Clone()
+		rw.Header().Set("Trailer", "X-Checksum")
+		rw.Write([]byte("body"))
+		rw.(http.Flusher).Flush()
+		rw.Header().Set("X-Checksum", "abc")
+	}
+	port, _ := proxyTo(t, web.addr, "")
+	req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/up", port), io.NopCloser(strings.NewReader("upload")))
+	req.TransferEncoding = []string{"chunked"}
+	req.Trailer = http.Header{"X-Req-Sum": {"r1"}}
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "body" || resp.Trailer.Get("X-Checksum") != "abc" {
+		t.Errorf("response body %q, trailer %v; want body and X-Checksum: abc", body, resp.Trailer)
+	}
+	if got := <-reqTrailer; got.Get("X-Req-Sum") != "r1" {
+		t.Errorf("the server got request trailer %v, want X-Req-Sum: r1", got)
+	}
+}
+
 // TestHTTPCompression compresses text for clients that accept gzip and
 // leaves the rest alone.
 func TestHTTPCompression(t *testing.T) {
