@@ -8,9 +8,9 @@ import (
 )
 
 // Writer is a connection with a write buffer, as bufio.Writer, whose
-// pending bytes a caller that waits on the socket itself can send with
-// one write(2) (WriteFD): a message and the wait for its answer then go
-// in one round on the socket (see proxy's awaitReply).
+// pending bytes a caller that waits on the socket itself can send without
+// waiting (WriteFD): a message and the wait for its answer then go in one
+// round on the socket (see the HTTP proxy's replyWait).
 type Writer struct {
 	W   io.Writer
 	buf []byte // len: the pending bytes
