@@ -47,13 +47,13 @@ func TestHTTPRequestAllocs(t *testing.T) {
 // httpRoundTrip starts an engine in front of a keep-alive test server and
 // returns a function that sends one request through it and reads the
 // response.
-func httpRoundTrip(b testing.TB) func() {
+func httpRoundTrip(tb testing.TB) func() {
 	resp := []byte("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\nhello")
 	srv, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	b.Cleanup(func() { srv.Close() })
+	tb.Cleanup(func() { srv.Close() })
 	go func() {
 		for {
 			c, err := srv.Accept()
@@ -65,11 +65,11 @@ func httpRoundTrip(b testing.TB) func() {
 	}()
 	fe, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	addr := fe.Addr().String()
 	fe.Close()
-	path := filepath.Join(b.TempDir(), "b.hcl")
+	path := filepath.Join(tb.TempDir(), "tb.hcl")
 	os.WriteFile(path, fmt.Appendf(nil, `
 defaults {
   mode = "http"
@@ -95,33 +95,33 @@ backend "api" {
 `, addr, srv.Addr()), 0o644)
 	cfg, _, diags := hcl.Load([]string{path})
 	if diags.HasErrors() {
-		b.Fatal(diags)
+		tb.Fatal(diags)
 	}
 	e, err := New(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	if err := e.Listen(nil); err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	e.Start()
-	b.Cleanup(func() { e.Stop(0) })
+	tb.Cleanup(func() { e.Stop(0) })
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	b.Cleanup(func() { c.Close() })
+	tb.Cleanup(func() { c.Close() })
 	req := []byte("GET /index.html HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
 	buf := make([]byte, 4096)
 	roundTrip := func() {
 		if _, err := c.Write(req); err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 		n := 0
 		for !bytes.HasSuffix(buf[:n], []byte("hello")) {
 			m, err := c.Read(buf[n:])
 			if err != nil {
-				b.Fatal(err)
+				tb.Fatal(err)
 			}
 			n += m
 		}

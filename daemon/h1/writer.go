@@ -2,9 +2,8 @@ package h1
 
 import (
 	"io"
-	"os"
 
-	"golang.org/x/sys/unix"
+	"sluice/daemon/sock"
 )
 
 // Writer is a connection with a write buffer, as bufio.Writer, whose
@@ -62,21 +61,7 @@ func (w *Writer) Flush() error {
 // waiting, and reports whether all of it went; what the socket did not
 // take stays pending (for Flush).
 func (w *Writer) WriteFD(fd uintptr) (bool, error) {
-	p := w.buf
-	var err error
-	for len(p) > 0 {
-		n, e := unix.Write(int(fd), p)
-		if n > 0 {
-			p = p[n:]
-		}
-		if e == nil || e == unix.EINTR {
-			continue
-		}
-		if e != unix.EAGAIN {
-			err = os.NewSyscallError("write", e)
-		}
-		break
-	}
-	w.buf = w.buf[:copy(w.buf, p)]
+	n, err := sock.WriteNow(int(fd), w.buf)
+	w.buf = w.buf[:copy(w.buf, w.buf[n:])]
 	return len(w.buf) == 0 && err == nil, err
 }

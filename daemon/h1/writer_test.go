@@ -34,21 +34,7 @@ func TestWriterBuffers(t *testing.T) {
 // socket does not take stays pending, and Flush sends it once there is
 // room.
 func TestWriterWriteFD(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	peer, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
+	c, peer := tcpPair(t)
 	tc := c.(*net.TCPConn)
 	tc.SetWriteBuffer(4096)
 	rc, _ := tc.SyscallConn()
@@ -58,6 +44,7 @@ func TestWriterWriteFD(t *testing.T) {
 	msg := bytes.Repeat([]byte("0123456789abcdef"), (1<<20)/16)
 	w.Write(msg)
 	var all bool
+	var err error
 	rc.Write(func(fd uintptr) bool {
 		all, err = w.WriteFD(fd)
 		return true

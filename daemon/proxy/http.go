@@ -23,6 +23,7 @@ import (
 	"sluice/daemon/park"
 	"sluice/daemon/proxyproto"
 	"sluice/daemon/rules"
+	"sluice/daemon/sock"
 	"sluice/daemon/stats"
 	"sluice/hcl"
 )
@@ -129,20 +130,7 @@ func (w *timedSend) Write(p []byte) (int, error) {
 // run is the RawConn.Write callback of Write: it writes what the socket
 // takes now and never waits.
 func (w *timedSend) run(fd uintptr) bool {
-	for w.n < len(w.p) {
-		n, err := unix.Write(int(fd), w.p[w.n:])
-		if n > 0 {
-			w.n += n
-		}
-		switch err {
-		case nil, unix.EINTR:
-			continue
-		case unix.EAGAIN:
-		default:
-			w.err = os.NewSyscallError("write", err)
-		}
-		break
-	}
+	w.n, w.err = sock.WriteNow(int(fd), w.p)
 	return true
 }
 
