@@ -7,7 +7,7 @@ DATE ?= $(shell date -u -d @$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/
 LDFLAGS := -s -w -X sluice/version.Version=$(VERSION) -X sluice/version.Commit=$(COMMIT) -X sluice/version.Date=$(DATE)
 GOBUILD := CGO_ENABLED=0 $(GO) build -trimpath -tags netgo,osusergo -ldflags "$(LDFLAGS)"
 
-.PHONY: all build binaries run test test-deps check-static vet unit e2e bench-tcp bench-http bench-pool packages image clean
+.PHONY: all build binaries run test test-deps check-static vet unit fuzz e2e bench-tcp bench-http bench-pool packages image clean
 
 all: build
 
@@ -24,6 +24,7 @@ run: build
 test: test-deps build binaries check-static vet
 	$(GO) test -count=1 -timeout 20m ./...
 	bin/sluice check -f examples/quickstart.hcl
+	$(MAKE) fuzz
 
 test-deps:
 	@tests/deps.sh
@@ -38,6 +39,18 @@ vet:
 
 unit:
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /tests/)
+
+# Each parser of outside input, fuzzed for FUZZTIME (their seeds also run
+# in every go test): HTTP heads and chunked bodies against net/http's
+# framing, PROXY headers, configuration files.
+FUZZTIME ?= 8s
+FUZZ_TARGETS := ./daemon/h1:FuzzParseRequest ./daemon/h1:FuzzParseResponse ./daemon/h1:FuzzChunked \
+	./daemon/proxyproto:FuzzParse ./hcl:FuzzLoad
+fuzz:
+	@set -eo pipefail; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t#*:} ($${t%%:*}, $(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) $${t%%:*} | grep -v '^fuzz: elapsed' ; \
+	done
 
 e2e: build
 	$(GO) test -count=1 -timeout 20m ./tests/...
