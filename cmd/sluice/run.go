@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -73,7 +74,11 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 		workerArgs = []string{"--admin-socket", *adminSocket, "--admin-level", *adminLevel}
 	}
 	if !*noMaster && !*worker {
-		return master.Run(master.Options{Paths: *paths, Control: *control, Args: os.Args[1:], WorkerArgs: workerArgs, Log: log})
+		opt := master.Options{Paths: *paths, Control: *control, Args: os.Args[1:], WorkerArgs: workerArgs, Log: log}
+		if extraAdmin != nil {
+			opt.ExtraAdmin = extraAdmin.Path
+		}
+		return master.Run(opt)
 	}
 	if *worker {
 		log = log.With("worker", os.Getpid())
@@ -141,9 +146,15 @@ func serve(paths []string, worker bool, takeover string, extraAdmin *hcl.AdminSo
 	}
 	// Runtime changes (maintenance, drain, weights) made on the previous
 	// generation survive: ask it over its admin socket, which ours replaces.
+	// An inherited TCP one has nobody behind it before the first
+	// generation (a command would wait in its queue).
+	predecessor := takeover != "" || os.Getenv("SLUICE_GENERATION") != "1"
 	for _, a := range cfg.Global.AdminSockets {
 		if a.Level == "user" {
 			continue
+		}
+		if inherited[a.Path] != nil && !predecessor {
+			break
 		}
 		if state, err := api.Command(a.Path, "show servers state"); err == nil {
 			if n := api.ApplyServersState(e, state); n > 0 {
@@ -160,18 +171,31 @@ func serve(paths []string, worker bool, takeover string, extraAdmin *hcl.AdminSo
 		}
 	}
 	var admins []*api.Server
+	// What a successor takes over: the frontends' sockets and those of
+	// the admin sockets over TCP, by the names the master uses too.
+	listeners := func() map[string]*net.TCPListener {
+		out := e.Listeners()
+		for _, srv := range admins {
+			if ln := srv.TCPListener(); ln != nil {
+				out[srv.Path()] = ln
+			}
+		}
+		return out
+	}
 	for _, a := range cfg.Global.AdminSockets {
-		srv, err := api.Listen(a, log)
+		srv, err := api.Listen(a, inherited[a.Path], log)
 		if err != nil {
 			log.Error("cannot open the admin socket", "path", a.Path, "err", err)
 			continue
 		}
-		srv.Listeners = e.Listeners
+		srv.Listeners = listeners
 		srv.Engine = e
 		srv.ConfigPaths = paths
 		srv.OnDrain = func() { sigs <- syscall.SIGTERM }
-		go srv.Serve()
 		admins = append(admins, srv)
+	}
+	for _, srv := range admins {
+		go srv.Serve() // once admins is complete: listeners reads it
 	}
 	// Retiring: no new connection and no new command; what is under way
 	// goes on. (Admin sockets close too: a successor may be taking the

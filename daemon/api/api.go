@@ -7,7 +7,6 @@ package api
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,7 +17,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -51,20 +49,22 @@ type Server struct {
 	sessions sync.WaitGroup
 }
 
-// Listen opens the socket at cfg.Path. The socket is created beside it and
-// renamed into place, so that a predecessor still serving on the same path
-// (during a takeover) is replaced without a moment with no socket.
-func Listen(cfg hcl.AdminSocket, log *slog.Logger) (*Server, error) {
+// Listen opens the socket at cfg.Path. A unix socket is created beside
+// it and renamed into place, so that a predecessor still serving on the
+// same path (during a takeover) is replaced without a moment with no
+// socket. A TCP socket is the one inherited when given (from the master,
+// or taken over), so that a reload refuses no command: connections
+// waiting in its queue are the next generation's.
+func Listen(cfg hcl.AdminSocket, inherited *net.TCPListener, log *slog.Logger) (*Server, error) {
 	srv := &Server{cfg: cfg, log: log.With("component", "api", "socket", cfg.Path), Started: time.Now()}
 	if addr, ok := strings.CutPrefix(cfg.Path, "tcp://"); ok {
-		// SO_REUSEPORT: the next generation opens the same address while
-		// this one still answers; this one closes it when told to drain.
-		lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
-			var serr error
-			rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1) })
-			return serr
-		}}
-		ln, err := lc.Listen(context.Background(), "tcp", addr)
+		if inherited != nil {
+			srv.ln = inherited
+			return srv, nil
+		}
+		// SO_REUSEPORT, as the master opens it: a generation started by
+		// hand may open the same address while another still answers.
+		ln, err := listen.Listen(addr, listen.Options{ReusePort: true})
 		if err != nil {
 			return nil, err
 		}
@@ -130,6 +130,16 @@ func owner(userName, groupName string) (int, int, error) {
 // Close stops accepting. The path is left to a successor that may have
 // taken it over.
 func (s *Server) Close() { s.ln.Close() }
+
+// Path is the socket's path, or tcp://IP:port.
+func (s *Server) Path() string { return s.cfg.Path }
+
+// TCPListener is the socket of an admin socket over TCP, nil for a unix
+// one: a successor takes it over with the frontends' sockets.
+func (s *Server) TCPListener() *net.TCPListener {
+	ln, _ := s.ln.(*net.TCPListener)
+	return ln
+}
 
 // Shutdown stops accepting and waits, up to wait, for the commands under
 // way to finish.
@@ -317,9 +327,14 @@ func FetchListeners(path string) (map[string]*net.TCPListener, error) {
 	return out, nil
 }
 
-// Command sends one command and returns the answer (up to the empty line).
+// Command sends one command to the admin socket at path (a unix socket
+// path or tcp://IP:port) and returns the answer (up to the empty line).
 func Command(path, cmd string) (string, error) {
-	c, err := net.DialTimeout("unix", path, 5*time.Second)
+	network, addr := "unix", path
+	if a, ok := strings.CutPrefix(path, "tcp://"); ok {
+		network, addr = "tcp", a
+	}
+	c, err := net.DialTimeout(network, addr, 5*time.Second)
 	if err != nil {
 		return "", err
 	}

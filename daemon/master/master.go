@@ -57,6 +57,9 @@ type Options struct {
 	Args    []string // the command line after the program name, for re-exec
 	// WorkerArgs are added to each worker's command line (after -f PATH...).
 	WorkerArgs []string
+	// ExtraAdmin is the path of the admin socket given on the command
+	// line (--admin-socket), if any.
+	ExtraAdmin string
 	Log        *slog.Logger
 }
 
@@ -241,24 +244,54 @@ func (m *Master) load() (*hcl.Config, []string) {
 	return cfg, lines
 }
 
-// bind opens the sockets of cfg that are not open yet.
-func (m *Master) bind(cfg *hcl.Config) error {
+// socket is a listening socket a configuration needs.
+type socket struct {
+	owner string // for errors: "frontend NAME" or "admin socket"
+	addr  string // host:port
+	opt   listen.Options
+}
+
+// sockets are the listening sockets cfg needs, by the name a worker knows
+// each by: the frontends' bind addresses, and the tcp://IP:port of admin
+// sockets over TCP. The master holds them all and hands them to each
+// generation, so that a reload refuses no connection, nor any command.
+func (m *Master) sockets(cfg *hcl.Config) map[string]socket {
+	out := map[string]socket{}
 	for _, fe := range cfg.Frontends {
 		for _, b := range fe.Binds {
-			if _, ok := m.listeners[b.Address]; ok {
-				continue
-			}
-			if fd, ok := listen.Match(b.Address, m.activated); ok {
-				m.log.Info("using the socket systemd passed", "addr", b.Address)
-				m.listeners[b.Address] = fd
-				continue
-			}
-			fd, err := listen.Socket(b.Address, engine.BindOptions(fe))
-			if err != nil {
-				return fmt.Errorf("frontend %s: cannot bind %s: %w", fe.Name, b.Address, err)
-			}
-			m.listeners[b.Address] = fd
+			out[b.Address] = socket{"frontend " + fe.Name, b.Address, engine.BindOptions(fe)}
 		}
+	}
+	paths := []string{m.opt.ExtraAdmin}
+	for _, a := range cfg.Global.AdminSockets {
+		paths = append(paths, a.Path)
+	}
+	for _, p := range paths {
+		// SO_REUSEPORT: a worker of a binary from before this handover
+		// may still hold its own socket on the address.
+		if addr, ok := strings.CutPrefix(p, "tcp://"); ok {
+			out[p] = socket{"admin socket", addr, listen.Options{ReusePort: true}}
+		}
+	}
+	return out
+}
+
+// bind opens the sockets of cfg that are not open yet.
+func (m *Master) bind(cfg *hcl.Config) error {
+	for name, s := range m.sockets(cfg) {
+		if _, ok := m.listeners[name]; ok {
+			continue
+		}
+		if fd, ok := listen.Match(s.addr, m.activated); ok {
+			m.log.Info("using the socket systemd passed", "addr", s.addr)
+			m.listeners[name] = fd
+			continue
+		}
+		fd, err := listen.Socket(s.addr, s.opt)
+		if err != nil {
+			return fmt.Errorf("%s: cannot bind %s: %w", s.owner, s.addr, err)
+		}
+		m.listeners[name] = fd
 	}
 	return nil
 }
@@ -267,10 +300,8 @@ func (m *Master) bind(cfg *hcl.Config) error {
 // configuration and waits until it serves.
 func (m *Master) spawn(gen int) (*worker, error) {
 	var addrs []string
-	for _, fe := range m.cfg.Frontends {
-		for _, b := range fe.Binds {
-			addrs = append(addrs, b.Address)
-		}
+	for name := range m.sockets(m.cfg) {
+		addrs = append(addrs, name)
 	}
 	sort.Strings(addrs)
 	// A socketpair: the worker writes one byte when it serves, then echoes
@@ -564,14 +595,9 @@ func (m *Master) reload(conn *net.UnixConn) {
 // closeUnused closes the master's copy of sockets the configuration no
 // longer binds; draining workers hold their own until they stop.
 func (m *Master) closeUnused(cfg *hcl.Config) {
-	used := map[string]bool{}
-	for _, fe := range cfg.Frontends {
-		for _, b := range fe.Binds {
-			used[b.Address] = true
-		}
-	}
+	used := m.sockets(cfg)
 	for addr, fd := range m.listeners {
-		if !used[addr] {
+		if _, ok := used[addr]; !ok {
 			unix.Close(fd)
 			delete(m.listeners, addr)
 			m.log.Info("closed listener no longer configured", "addr", addr)

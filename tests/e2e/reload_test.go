@@ -3,12 +3,17 @@ package e2e
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -340,22 +345,27 @@ func TestTortureSeesNaiveReload(t *testing.T) {
 }
 
 // TestTakeover hands the listening sockets of a standalone sluice to a
-// successor over the admin socket (SCM_RIGHTS), under load.
+// successor over the admin socket (SCM_RIGHTS), under load: the
+// frontend's, and that of the admin socket over TCP, which answers all
+// through.
 func TestTakeover(t *testing.T) {
 	t.Parallel()
 	a, b := newBackend(t, "a"), newBackend(t, "b")
 	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	admin := filepath.Join(filepath.Dir(controlPath(t)), "admin.sock")
+	tcpAdmin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	conf := func(s *backend) string {
-		return fmt.Sprintf("global {\n  admin_socket %q {\n    level = \"admin\"\n    expose_listeners = true\n  }\n}\n", admin) + config(fe, servers(s))
+		return fmt.Sprintf("global {\n  admin_socket %q {\n    level = \"admin\"\n    expose_listeners = true\n  }\n  admin_socket \"tcp://%s\" {}\n}\n", admin, tcpAdmin) + config(fe, servers(s))
 	}
 	dir := t.TempDir()
 	os.WriteFile(dir+"/a.hcl", []byte(conf(a)), 0o644)
 	os.WriteFile(dir+"/b.hcl", []byte(conf(b)), 0o644)
 	first, out1 := startProcess(t, sluiceBin, "run", "--no-master", "-f", dir+"/a.hcl")
 	eventually(t, 5*time.Second, "first instance", func() bool { return strings.Contains(out1.String(), "sluice started") })
+	sock := listeningInodes(t, tcpAdmin)
 	stop := make(chan struct{})
 	failures := load(t, fe, 4, stop)
+	adminFailures := adminLoad(tcpAdmin, stop)
 	time.Sleep(300 * time.Millisecond)
 	_, out2 := startProcess(t, sluiceBin, "run", "--no-master", "--takeover", admin, "-f", dir+"/b.hcl")
 	eventually(t, 5*time.Second, "the successor", func() bool { return strings.Contains(out2.String(), "sluice started") })
@@ -370,6 +380,12 @@ func TestTakeover(t *testing.T) {
 	close(stop)
 	if n := failures(); n != 0 {
 		t.Errorf("%d failed requests during the takeover", n)
+	}
+	if n := adminFailures(); n != 0 {
+		t.Errorf("%d failed commands over TCP during the takeover", n)
+	}
+	if got := listeningInodes(t, tcpAdmin); len(sock) != 1 || !slices.Equal(got, sock) {
+		t.Errorf("the admin socket over TCP was %v, is %v: want the same one, taken over", sock, got)
 	}
 	if !strings.Contains(out2.String(), "took the listening sockets over") || !strings.Contains(out1.String(), "drain requested") {
 		t.Errorf("logs:\n%s\n%s", out1.String(), out2.String())
@@ -485,4 +501,95 @@ func TestSignalStormDuringReexec(t *testing.T) {
 		t.Errorf("after the storm got %q", g)
 	}
 	eventually(t, 10*time.Second, "one worker left", func() bool { return countChildren(r.cmd.Process.Pid) == 1 })
+}
+
+// listeningInodes returns the inodes of the sockets listening on addr
+// (127.0.0.1:port), from /proc/net/tcp.
+func listeningInodes(t *testing.T, addr string) []string {
+	t.Helper()
+	ap := netip.MustParseAddrPort(addr)
+	want := fmt.Sprintf("0100007F:%04X", ap.Port())
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		if f := strings.Fields(line); len(f) > 9 && f[1] == want && f[3] == "0A" {
+			out = append(out, f[9])
+		}
+	}
+	return out
+}
+
+// adminLoad runs commands on a TCP admin socket from 4 clients until stop,
+// and returns the count of those that failed or were answered wrongly.
+func adminLoad(addr string, stop chan struct{}) func() int64 {
+	var failed atomic.Int64
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				fmt.Fprint(c, "show info\n")
+				out, err := io.ReadAll(c)
+				c.Close()
+				if err != nil || !strings.Contains(string(out), "Name: sluice") {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	return func() int64 { wg.Wait(); return failed.Load() }
+}
+
+// TestAdminSocketOverTCPAcrossReloads: the master holds an admin socket
+// over TCP like a frontend's and hands the same socket to each
+// generation, so that commands sent during reloads are all answered; the
+// runtime state set over it survives the reloads.
+func TestAdminSocketOverTCPAcrossReloads(t *testing.T) {
+	t.Parallel()
+	a, b := newBackend(t, "a"), newBackend(t, "b")
+	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg := fmt.Sprintf("global {\n  admin_socket \"tcp://%s\" { level = \"operator\" }\n}\n", admin) + config(fe, servers(a, b))
+	r := startReloadable(t, cfg, sluiceBin)
+	sock := listeningInodes(t, admin)
+	if len(sock) != 1 {
+		t.Fatalf("%d sockets listening on %s, want 1", len(sock), admin)
+	}
+	if out, code := ctl(t, "tcp://"+admin, "set server be/b weight 3"); code != 0 {
+		t.Fatalf("set weight: %s", out)
+	}
+	stop := make(chan struct{})
+	failures := adminLoad(admin, stop)
+	for i := range 3 {
+		if out, errOut, code := r.reload(""); code != 0 {
+			t.Fatalf("reload %d: %s%s", i+1, out, errOut)
+		}
+		if got := listeningInodes(t, admin); !slices.Equal(got, sock) {
+			t.Errorf("after reload %d, sockets %v listen on %s; want the same one, %v", i+1, got, admin, sock)
+		}
+	}
+	r.waitLog(`worker exited component=master generation=3 `, 10*time.Second)
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	if n := failures(); n != 0 {
+		t.Errorf("%d commands over TCP failed during the reloads", n)
+	}
+	if rows := stat(t, "tcp://"+admin); rows["be/b"]["weight"] != "3" {
+		t.Errorf("after the reloads be/b has weight %q, want 3 (set at run time)", rows["be/b"]["weight"])
+	}
 }
