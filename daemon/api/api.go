@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -46,7 +47,9 @@ type Server struct {
 	// set config writes the new configuration there.
 	ConfigPaths []string
 
-	sessions sync.WaitGroup
+	sessions  sync.WaitGroup
+	serving   sync.Mutex // held by Serve while it accepts
+	closeOnce sync.Once
 }
 
 // Listen opens the socket at cfg.Path. A unix socket is created beside
@@ -127,9 +130,57 @@ func owner(userName, groupName string) (int, int, error) {
 	return uid, gid, nil
 }
 
-// Close stops accepting. The path is left to a successor that may have
-// taken it over.
-func (s *Server) Close() { s.ln.Close() }
+// Close stops accepting and closes the socket, which is left to a
+// successor that took its path (or shares it, over TCP). Connections
+// already waiting in its queue are answered first: closing would reset
+// them, failing commands sent during a reload, and no new one can join
+// them once the successor has the path.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
+		if d, ok := s.ln.(interface{ SetDeadline(time.Time) error }); ok {
+			d.SetDeadline(time.Now()) // Serve's Accept returns
+		}
+		s.serving.Lock()
+		defer s.serving.Unlock()
+		s.acceptQueued()
+		s.ln.Close()
+	})
+}
+
+// acceptQueued starts a session for each connection waiting in the
+// socket's queue, without waiting for more. (Accept cannot: its
+// deadline has passed.)
+func (s *Server) acceptQueued() {
+	sc, ok := s.ln.(syscall.Conn)
+	if !ok {
+		return
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	for {
+		fd, aerr := -1, error(nil)
+		rc.Control(func(lfd uintptr) {
+			for {
+				if fd, _, aerr = unix.Accept4(int(lfd), unix.SOCK_CLOEXEC); aerr != unix.EINTR {
+					return
+				}
+			}
+		})
+		if aerr != nil {
+			return // EAGAIN: the queue is empty
+		}
+		f := os.NewFile(uintptr(fd), "admin connection")
+		c, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			continue
+		}
+		s.sessions.Add(1)
+		go s.session(c)
+	}
+}
 
 // Path is the socket's path, or tcp://IP:port.
 func (s *Server) Path() string { return s.cfg.Path }
@@ -144,7 +195,7 @@ func (s *Server) TCPListener() *net.TCPListener {
 // Shutdown stops accepting and waits, up to wait, for the commands under
 // way to finish.
 func (s *Server) Shutdown(wait time.Duration) {
-	s.ln.Close()
+	s.Close()
 	done := make(chan struct{})
 	go func() { s.sessions.Wait(); close(done) }()
 	select {
@@ -155,6 +206,8 @@ func (s *Server) Shutdown(wait time.Duration) {
 
 // Serve answers connections until Close.
 func (s *Server) Serve() {
+	s.serving.Lock()
+	defer s.serving.Unlock()
 	for {
 		c, err := s.ln.Accept()
 		if err != nil {

@@ -12,8 +12,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -365,7 +363,7 @@ func TestTakeover(t *testing.T) {
 	sock := listeningInodes(t, tcpAdmin)
 	stop := make(chan struct{})
 	failures := load(t, fe, 4, stop)
-	adminFailures := adminLoad(tcpAdmin, stop)
+	adminFailures := adminLoad("tcp://"+tcpAdmin, stop)
 	time.Sleep(300 * time.Millisecond)
 	_, out2 := startProcess(t, sluiceBin, "run", "--no-master", "--takeover", admin, "-f", dir+"/b.hcl")
 	eventually(t, 5*time.Second, "the successor", func() bool { return strings.Contains(out2.String(), "sluice started") })
@@ -522,74 +520,66 @@ func listeningInodes(t *testing.T, addr string) []string {
 	return out
 }
 
-// adminLoad runs commands on a TCP admin socket from 4 clients until stop,
-// and returns the count of those that failed or were answered wrongly.
-func adminLoad(addr string, stop chan struct{}) func() int64 {
-	var failed atomic.Int64
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				c, err := net.DialTimeout("tcp", addr, 2*time.Second)
-				if err != nil {
-					failed.Add(1)
-					continue
-				}
-				c.SetDeadline(time.Now().Add(5 * time.Second))
-				fmt.Fprint(c, "show info\n")
-				out, err := io.ReadAll(c)
-				c.Close()
-				if err != nil || !strings.Contains(string(out), "Name: sluice") {
-					failed.Add(1)
-				}
-			}
-		}()
+// adminLoad runs commands on an admin socket (tcp://IP:port or a unix
+// socket path) from 4 clients until stop, and returns the count of those
+// that failed or were answered wrongly.
+func adminLoad(sock string, stop chan struct{}) func() int64 {
+	network, addr := "unix", sock
+	if a, ok := strings.CutPrefix(sock, "tcp://"); ok {
+		network, addr = "tcp", a
 	}
-	return func() int64 { wg.Wait(); return failed.Load() }
+	wait := loadgen.Run(network, addr, 4, stop, func(c net.Conn) error {
+		fmt.Fprint(c, "show info\n")
+		out, err := io.ReadAll(c)
+		if err == nil && !strings.Contains(string(out), "Name: sluice") {
+			err = fmt.Errorf("show info answered %q", out)
+		}
+		return err
+	})
+	return func() int64 { return wait().Failed }
 }
 
-// TestAdminSocketOverTCPAcrossReloads: the master holds an admin socket
-// over TCP like a frontend's and hands the same socket to each
-// generation, so that commands sent during reloads are all answered; the
-// runtime state set over it survives the reloads.
-func TestAdminSocketOverTCPAcrossReloads(t *testing.T) {
+// TestAdminSocketsAcrossReloads: commands sent to admin sockets during
+// reloads are all answered. The master holds an admin socket over TCP
+// like a frontend's and hands the same socket to each generation; a
+// retiring generation answers what waits in its unix socket's queue
+// before closing it. Runtime state set over TCP survives the reloads.
+func TestAdminSocketsAcrossReloads(t *testing.T) {
 	t.Parallel()
 	a, b := newBackend(t, "a"), newBackend(t, "b")
 	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	cfg := fmt.Sprintf("global {\n  admin_socket \"tcp://%s\" { level = \"operator\" }\n}\n", admin) + config(fe, servers(a, b))
+	tcpAdmin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	unixAdmin := filepath.Join(filepath.Dir(controlPath(t)), "admin.sock")
+	cfg := fmt.Sprintf("global {\n  admin_socket \"tcp://%s\" { level = \"operator\" }\n  admin_socket %q {}\n}\n", tcpAdmin, unixAdmin) + config(fe, servers(a, b))
 	r := startReloadable(t, cfg, sluiceBin)
-	sock := listeningInodes(t, admin)
+	sock := listeningInodes(t, tcpAdmin)
 	if len(sock) != 1 {
-		t.Fatalf("%d sockets listening on %s, want 1", len(sock), admin)
+		t.Fatalf("%d sockets listening on %s, want 1", len(sock), tcpAdmin)
 	}
-	if out, code := ctl(t, "tcp://"+admin, "set server be/b weight 3"); code != 0 {
+	if out, code := ctl(t, "tcp://"+tcpAdmin, "set server be/b weight 3"); code != 0 {
 		t.Fatalf("set weight: %s", out)
 	}
 	stop := make(chan struct{})
-	failures := adminLoad(admin, stop)
-	for i := range 3 {
+	tcpFailures, unixFailures := adminLoad("tcp://"+tcpAdmin, stop), adminLoad(unixAdmin, stop)
+	const reloads = 20
+	for i := range reloads {
 		if out, errOut, code := r.reload(""); code != 0 {
 			t.Fatalf("reload %d: %s%s", i+1, out, errOut)
 		}
-		if got := listeningInodes(t, admin); !slices.Equal(got, sock) {
-			t.Errorf("after reload %d, sockets %v listen on %s; want the same one, %v", i+1, got, admin, sock)
+		if got := listeningInodes(t, tcpAdmin); !slices.Equal(got, sock) {
+			t.Errorf("after reload %d, sockets %v listen on %s; want the same one, %v", i+1, got, tcpAdmin, sock)
 		}
 	}
-	r.waitLog(`worker exited component=master generation=3 `, 10*time.Second)
+	r.waitLog(fmt.Sprintf(`worker exited component=master generation=%d `, reloads), 10*time.Second)
 	time.Sleep(200 * time.Millisecond)
 	close(stop)
-	if n := failures(); n != 0 {
+	if n := tcpFailures(); n != 0 {
 		t.Errorf("%d commands over TCP failed during the reloads", n)
 	}
-	if rows := stat(t, "tcp://"+admin); rows["be/b"]["weight"] != "3" {
+	if n := unixFailures(); n != 0 {
+		t.Errorf("%d commands over the unix socket failed during the reloads", n)
+	}
+	if rows := stat(t, "tcp://"+tcpAdmin); rows["be/b"]["weight"] != "3" {
 		t.Errorf("after the reloads be/b has weight %q, want 3 (set at run time)", rows["be/b"]["weight"])
 	}
 }

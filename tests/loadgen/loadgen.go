@@ -23,6 +23,23 @@ type Result struct {
 // when it cannot connect or when its greeting is not want (any non-empty
 // line when want is ""). The returned function waits for the workers.
 func Start(addr string, workers int, want string, stop <-chan struct{}) func() Result {
+	return Run("tcp", addr, workers, stop, func(c net.Conn) error {
+		line, err := bufio.NewReader(c).ReadString('\n')
+		switch {
+		case err != nil:
+			return fmt.Errorf("reading greeting: %w (got %q)", err, line)
+		case want != "" && line != want, line == "\n":
+			return fmt.Errorf("greeting %q", line)
+		}
+		return nil
+	})
+}
+
+// Run runs workers against addr ("tcp" or "unix" network) until stop is
+// closed, each connecting and running exchange (with a 5 s deadline) on
+// one connection per request. A request fails when it cannot connect or
+// exchange fails.
+func Run(network, addr string, workers int, stop <-chan struct{}, exchange func(net.Conn) error) func() Result {
 	var ok, failed atomic.Int64
 	var first atomic.Pointer[error]
 	fail := func(err error) {
@@ -40,20 +57,17 @@ func Start(addr string, workers int, want string, stop <-chan struct{}) func() R
 					return
 				default:
 				}
-				c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+				c, err := net.DialTimeout(network, addr, 5*time.Second)
 				if err != nil {
 					fail(err)
 					continue
 				}
-				c.SetReadDeadline(time.Now().Add(5 * time.Second))
-				line, err := bufio.NewReader(c).ReadString('\n')
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				err = exchange(c)
 				c.Close()
-				switch {
-				case err != nil:
-					fail(fmt.Errorf("reading greeting: %w (got %q)", err, line))
-				case want != "" && line != want, line == "\n":
-					fail(fmt.Errorf("greeting %q", line))
-				default:
+				if err != nil {
+					fail(err)
+				} else {
 					ok.Add(1)
 				}
 			}
