@@ -50,6 +50,9 @@ type Server struct {
 	sessions  sync.WaitGroup
 	serving   sync.Mutex // held by Serve while it accepts
 	closeOnce sync.Once
+	// shared: the socket is inherited, and the next generation accepts on
+	// it too.
+	shared bool
 }
 
 // Listen opens the socket at cfg.Path. A unix socket is created beside
@@ -62,7 +65,7 @@ func Listen(cfg hcl.AdminSocket, inherited *net.TCPListener, log *slog.Logger) (
 	srv := &Server{cfg: cfg, log: log.With("component", "api", "socket", cfg.Path), Started: time.Now()}
 	if addr, ok := strings.CutPrefix(cfg.Path, "tcp://"); ok {
 		if inherited != nil {
-			srv.ln = inherited
+			srv.ln, srv.shared = inherited, true
 			return srv, nil
 		}
 		// SO_REUSEPORT, as the master opens it: a generation started by
@@ -130,11 +133,12 @@ func owner(userName, groupName string) (int, int, error) {
 	return uid, gid, nil
 }
 
-// Close stops accepting and closes the socket, which is left to a
-// successor that took its path (or shares it, over TCP). Connections
-// already waiting in its queue are answered first: closing would reset
-// them, failing commands sent during a reload, and no new one can join
-// them once the successor has the path.
+// Close stops accepting and closes the socket. A socket of its own (a
+// unix socket whose path a successor has taken over, or a TCP one it
+// opened) is closed only after the connections waiting in its queue are
+// taken: closing would reset them, failing commands sent during a
+// reload. An inherited socket's queue is left to the successor, which
+// shares it.
 func (s *Server) Close() {
 	s.closeOnce.Do(func() {
 		if d, ok := s.ln.(interface{ SetDeadline(time.Time) error }); ok {
@@ -142,7 +146,9 @@ func (s *Server) Close() {
 		}
 		s.serving.Lock()
 		defer s.serving.Unlock()
-		s.acceptQueued()
+		if !s.shared {
+			s.acceptQueued()
+		}
 		s.ln.Close()
 	})
 }
