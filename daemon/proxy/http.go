@@ -54,6 +54,10 @@ type httpSession struct {
 	empty       bool        // tryRead found nothing
 	idle        atomic.Bool // waiting for the next request in Go's poller
 	stop        func() bool // ends the reload hook
+	// unread: the client may still be sending a request body sluice
+	// stopped reading (the server answered before it ended), so the
+	// connection closes gently (see linger).
+	unread bool
 
 	// Parking idle in the poller (httpidle.go).
 	idleSince time.Time // when the wait for the next request began
@@ -96,11 +100,20 @@ type timedSend struct {
 	c    net.Conn
 	rc   syscall.RawConn
 	idle time.Duration
-	p    []byte // being written by run
-	n    int
-	err  error
-	step func(fd uintptr) bool // run, bound once: no allocation per write
+	// toServer: while a request body waits for room, the server may
+	// answer (a 413 before the upload ends); the wait looks every
+	// replyCheck and ends with errAnswered when it has.
+	toServer bool
+	p        []byte // being written by run
+	n        int
+	err      error
+	step     func(fd uintptr) bool // run, bound once: no allocation per write
 }
+
+const replyCheck = 200 * time.Millisecond
+
+// errAnswered: the server answered while its request was being sent.
+var errAnswered = errors.New("the server answered before the request ended")
 
 func (w *timedSend) reset(c net.Conn, rc syscall.RawConn, idle time.Duration) {
 	w.c, w.rc, w.idle = c, rc, idle
@@ -117,14 +130,52 @@ func (w *timedSend) Write(p []byte) (int, error) {
 	if err != nil || n == len(p) {
 		return n, err
 	}
+	if !w.toServer {
+		if w.idle > 0 {
+			w.c.SetWriteDeadline(time.Now().Add(w.idle))
+		}
+		m, err := w.c.Write(p[n:])
+		if w.idle > 0 && err == nil {
+			w.c.SetWriteDeadline(time.Time{})
+		}
+		return n + m, err
+	}
+	var end time.Time
 	if w.idle > 0 {
-		w.c.SetWriteDeadline(time.Now().Add(w.idle))
+		end = time.Now().Add(w.idle)
 	}
-	m, err := w.c.Write(p[n:])
-	if w.idle > 0 && err == nil {
-		w.c.SetWriteDeadline(time.Time{})
+	for {
+		dl := time.Now().Add(replyCheck)
+		if !end.IsZero() && end.Before(dl) {
+			dl = end
+		}
+		w.c.SetWriteDeadline(dl)
+		m, err := w.c.Write(p[n:])
+		n += m
+		if err == nil {
+			w.c.SetWriteDeadline(time.Time{})
+			return n, nil
+		}
+		if !isTimeout(err) || (!end.IsZero() && !time.Now().Before(end)) {
+			return n, err
+		}
+		if w.answered() {
+			w.c.SetWriteDeadline(time.Time{})
+			return n, errAnswered
+		}
 	}
-	return n + m, err
+}
+
+// answered reports whether the peer has sent something that waits to be
+// read, without waiting.
+func (w *timedSend) answered() bool {
+	var b [1]byte
+	n := 0
+	w.rc.Read(func(fd uintptr) bool {
+		n, _, _ = unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		return true
+	})
+	return n > 0
 }
 
 // run is the RawConn.Write callback of Write: it writes what the socket
@@ -185,6 +236,7 @@ var exchanges = sync.Pool{New: func() any {
 	x.reply.step = x.reply.run
 	x.toClient.step = x.toClient.run
 	x.toServer.step = x.toServer.run
+	x.toServer.toServer = true
 	return x
 }}
 
@@ -294,6 +346,9 @@ func (s *httpSession) close() {
 	if s.in.Buf != nil {
 		putBuf(s.in.Buf)
 		s.in.Buf = nil
+	}
+	if s.unread {
+		s.linger()
 	}
 	s.c.Close()
 	f.Stats.Close()
@@ -919,6 +974,7 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 		x.toServer.reset(sc, rc, bt.Server)
 		w.Reset(&x.toServer)
 	} else {
+		x.toServer.reset(nil, nil, 0)
 		w.Reset(sc)
 	}
 	if sc.SendProxy > 0 && !sc.Reused {
@@ -968,6 +1024,12 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 				} else {
 					s.clientAbort(err, 'D')
 				}
+			} else if errors.Is(err, errAnswered) || x.toServer.rc != nil && x.toServer.answered() {
+				// The server closed or stopped taking the body, having
+				// answered (a 413 before the upload ends): the client
+				// gets that answer, and the rest of its body is not read.
+				sent, s.unread = false, true
+				return true
 			} else if isTimeout(err) {
 				// The server stopped taking the body (timeout server).
 				sc.Server.Stats.ServerAborts.Add(1)
@@ -1045,8 +1107,10 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 		return false, s.tunnel(be, sc)
 	}
 	if !sent {
-		// The server answered without 100 Continue: the body is never read.
+		// The server answered before the body (without 100 Continue, or
+		// early): the body is not read.
 		m.Close = true
+		s.unread = s.unread || !body.Empty()
 	}
 	s.responseRules(be, hb, cookieSrv, srv.Name)
 	rbody := h1.ResponseBody(resp, m.Method)
@@ -1137,6 +1201,35 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 	srv.Stats.Timings(e.Tw, e.Tc, e.Ta)
 	s.log()
 	return false, clientKeep
+}
+
+// Lingering close, for a client whose request body was left unread:
+// closing at once would reset the connection, and a client still sending
+// would lose the response it has not read yet. Its sending is read and
+// dropped until it stops, for up to lingerTime, as nginx does.
+const (
+	lingerTime = 5 * time.Second
+	lingerIdle = time.Second
+)
+
+func (s *httpSession) linger() {
+	s.c.CloseWrite()
+	end := time.Now().Add(lingerTime)
+	var buf [4096]byte
+	for {
+		now := time.Now()
+		if !now.Before(end) {
+			return
+		}
+		dl := now.Add(lingerIdle)
+		if dl.After(end) {
+			dl = end
+		}
+		s.c.SetReadDeadline(dl)
+		if _, err := s.c.Read(buf[:]); err != nil {
+			return
+		}
+	}
 }
 
 // clientAbort records a client gone or too slow during phase.

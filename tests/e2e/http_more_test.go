@@ -286,3 +286,68 @@ listen "fe" {
 	}
 	d.waitLog(`fe fe/<NOSRV> \d+/\d+/-1/-1/\d+ 503 \d+ - - sQ-- `, 2*time.Second)
 }
+
+// zeros is an endless body.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// TestHTTPEarlyResponse: a server that answers a large upload before
+// reading it (a 413), then closes or stops reading, has its answer
+// reach the client at once, as HAProxy forwards it, instead of a 502 or
+// a 504 after timeout server.
+func TestHTTPEarlyResponse(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []string{"closes", "stops reading"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { ln.Close() })
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					go func() {
+						defer c.Close()
+						r := bufio.NewReader(c)
+						for {
+							line, err := r.ReadString('\n')
+							if err != nil {
+								return
+							}
+							if line == "\r\n" {
+								break
+							}
+						}
+						io.WriteString(c, "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 7\r\nConnection: close\r\n\r\ntoo big")
+						if mode == "stops reading" {
+							time.Sleep(15 * time.Second)
+						}
+					}()
+				}
+			}()
+			port, d := proxyTo(t, ln.Addr().String(), "")
+			start := time.Now()
+			req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/upload", port), io.LimitReader(zeros{}, 1<<30))
+			req.ContentLength = 1 << 30
+			resp, err := (&http.Client{Timeout: 8 * time.Second}).Do(req)
+			if err != nil {
+				t.Fatalf("upload: %v (after %v)", err, time.Since(start))
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 413 || string(body) != "too big" {
+				t.Errorf("got %d %q, want the server's 413", resp.StatusCode, body)
+			}
+			if took := time.Since(start); took > 3*time.Second {
+				t.Errorf("the answer took %v; timeout server is 10s", took)
+			}
+			d.waitLog(`fe/s [0-9/]+ 413 .*"POST /upload HTTP/1.1"`, 3*time.Second)
+		})
+	}
+}
