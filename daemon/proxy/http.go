@@ -100,11 +100,14 @@ type timedSend struct {
 	c    net.Conn
 	rc   syscall.RawConn
 	idle time.Duration
-	// toServer: while a request body waits for room, the server may
-	// answer (a 413 before the upload ends); the wait looks every
-	// replyCheck and ends with errAnswered when it has.
+	// toServer: while a request body is sent, the server may answer (a
+	// 413 before the upload ends). Writes look for an answer every
+	// replyCheck, and so does a wait for room, and end with errAnswered
+	// when there is one.
 	toServer bool
-	p        []byte // being written by run
+	body     bool      // a request body is being sent
+	looked   time.Time // when an answer was last looked for
+	p        []byte    // being written by run
 	n        int
 	err      error
 	step     func(fd uintptr) bool // run, bound once: no allocation per write
@@ -120,6 +123,14 @@ func (w *timedSend) reset(c net.Conn, rc syscall.RawConn, idle time.Duration) {
 }
 
 func (w *timedSend) Write(p []byte) (int, error) {
+	if w.body {
+		if now := time.Now(); now.Sub(w.looked) >= replyCheck {
+			w.looked = now
+			if w.answered() {
+				return 0, errAnswered
+			}
+		}
+	}
 	w.p, w.n, w.err = p, 0, nil
 	err := w.rc.Write(w.step)
 	n, werr := w.n, w.err
@@ -1005,6 +1016,7 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 			*cw = h1.ChunkWriter{W: w} // nothing left from an aborted body
 			dst = cw
 		}
+		x.toServer.body, x.toServer.looked = true, time.Now()
 		n, err := h1.Copy(dst, &s.in, body, ct.Client)
 		f.Stats.BytesIn.Add(n)
 		be.Stats.BytesIn.Add(n)
@@ -1015,6 +1027,7 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 		if err == nil {
 			err = w.Flush()
 		}
+		x.toServer.body = false
 		if err != nil {
 			var re *h1.ReadError
 			if errors.As(err, &re) {
@@ -1096,7 +1109,9 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 		// Interim response: passed on; 100 Continue releases the body.
 		x.out.Write(s.appendResponseHead(x.out.AvailableBuffer(), be, false, false))
 		x.out.Flush()
-		if resp.Status == 100 && !sent && !sendBody() {
+		// (Not after an early answer: part of the body went, and sending
+		// it again would frame the request wrong.)
+		if resp.Status == 100 && !sent && !s.unread && !sendBody() {
 			return false, false
 		}
 	}

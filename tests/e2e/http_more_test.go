@@ -287,18 +287,25 @@ listen "fe" {
 	d.waitLog(`fe fe/<NOSRV> \d+/\d+/-1/-1/\d+ 503 \d+ - - sQ-- `, 2*time.Second)
 }
 
-// zeros is an endless body.
-type zeros struct{}
+// slowZeros is an endless body sent at about 6 MB/s, as an upload over a
+// network: well before its end, the server has answered.
+type slowZeros struct{}
 
-func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+func (slowZeros) Read(p []byte) (int, error) {
+	time.Sleep(5 * time.Millisecond)
+	p = p[:min(len(p), 32<<10)]
+	clear(p)
+	return len(p), nil
+}
 
 // TestHTTPEarlyResponse: a server that answers a large upload before
-// reading it (a 413), then closes or stops reading, has its answer
-// reach the client at once, as HAProxy forwards it, instead of a 502 or
-// a 504 after timeout server.
+// reading it (a 413), then closes, stops reading, or reads on (as nginx
+// does), has its answer reach the client at once, as HAProxy forwards
+// it, instead of a 502, a 504 after timeout server, or the end of the
+// upload.
 func TestHTTPEarlyResponse(t *testing.T) {
 	t.Parallel()
-	for _, mode := range []string{"closes", "stops reading"} {
+	for _, mode := range []string{"closes", "stops reading", "reads on"} {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -325,15 +332,18 @@ func TestHTTPEarlyResponse(t *testing.T) {
 							}
 						}
 						io.WriteString(c, "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 7\r\nConnection: close\r\n\r\ntoo big")
-						if mode == "stops reading" {
+						switch mode {
+						case "stops reading":
 							time.Sleep(15 * time.Second)
+						case "reads on":
+							io.Copy(io.Discard, r)
 						}
 					}()
 				}
 			}()
 			port, d := proxyTo(t, ln.Addr().String(), "")
 			start := time.Now()
-			req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/upload", port), io.LimitReader(zeros{}, 1<<30))
+			req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/upload", port), io.LimitReader(slowZeros{}, 1<<30))
 			req.ContentLength = 1 << 30
 			resp, err := (&http.Client{Timeout: 8 * time.Second}).Do(req)
 			if err != nil {
