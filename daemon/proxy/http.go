@@ -1168,10 +1168,28 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 	if err == nil && outChunked {
 		err = cw.Close()
 	}
-	if err == nil && !clientKeep {
-		// With keep-alive, the rest goes with the wait for the next
-		// request (see wait).
-		err = out.Flush()
+	e.BeConn, e.SrvConn = be.Stats.Cur.Load(), srv.Load()
+	released := err == nil
+	if released {
+		// The response was read whole: the server connection is free
+		// (or closed) before the client gets the last bytes, so that the
+		// client's next connection finds it idle.
+		switch {
+		case rbody.UntilClose || resp.Close || len(rd.Buffered()) > 0, s.unread:
+			// (unread: the server did not get the whole request body and
+			// would take the next request for the rest of it.)
+			sc.Close()
+		case hb.Reuse == "never":
+			sc.Park()
+			s.own = sc
+		default:
+			sc.Keep()
+		}
+		if !clientKeep {
+			// With keep-alive, the rest goes with the wait for the next
+			// request (see wait).
+			err = out.Flush()
+		}
 	}
 	e.Bytes = int64(len(head)) + n
 	e.Status = resp.Status
@@ -1182,7 +1200,6 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 	be.Stats.BytesOut.Add(e.Bytes)
 	srv.Stats.BytesOut.Add(e.Bytes)
 	e.Ta = stats.Since(e.Accept)
-	e.BeConn, e.SrvConn = be.Stats.Cur.Load(), srv.Load()
 	if err != nil {
 		var re *h1.ReadError
 		if errors.As(err, &re) {
@@ -1199,18 +1216,11 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 			s.clientAbort(err, 'D')
 			x.e.Ta = -1
 		}
-		sc.Close()
+		if !released {
+			sc.Close()
+		}
 		s.log()
 		return false, false
-	}
-	switch {
-	case rbody.UntilClose || resp.Close || len(rd.Buffered()) > 0:
-		sc.Close()
-	case hb.Reuse == "never":
-		sc.Park()
-		s.own = sc
-	default:
-		sc.Keep()
 	}
 	be.Stats.Timings(e.Tw, e.Tc, e.Ta)
 	srv.Stats.Timings(e.Tw, e.Tc, e.Ta)

@@ -300,9 +300,11 @@ func (slowZeros) Read(p []byte) (int, error) {
 
 // TestHTTPEarlyResponse: a server that answers a large upload before
 // reading it (a 413), then closes, stops reading, or reads on (as nginx
-// does), has its answer reach the client at once, as HAProxy forwards
-// it, instead of a 502, a 504 after timeout server, or the end of the
-// upload.
+// does, here without saying it will close), has its answer reach the
+// client at once, as HAProxy forwards it, instead of a 502, a 504 after
+// timeout server, or the end of the upload. The server connection, which
+// did not get the whole body, is not used again: the next request would
+// be read as the rest of it.
 func TestHTTPEarlyResponse(t *testing.T) {
 	t.Parallel()
 	for _, mode := range []string{"closes", "stops reading", "reads on"} {
@@ -322,20 +324,31 @@ func TestHTTPEarlyResponse(t *testing.T) {
 					go func() {
 						defer c.Close()
 						r := bufio.NewReader(c)
-						for {
+						for { // requests, until a POST
 							line, err := r.ReadString('\n')
 							if err != nil {
 								return
 							}
-							if line == "\r\n" {
-								break
+							post := strings.HasPrefix(line, "POST")
+							for line != "\r\n" {
+								if line, err = r.ReadString('\n'); err != nil {
+									return
+								}
 							}
+							if !post {
+								io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+								continue
+							}
+							break
 						}
-						io.WriteString(c, "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 7\r\nConnection: close\r\n\r\ntoo big")
 						switch mode {
+						case "closes":
+							io.WriteString(c, "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 7\r\nConnection: close\r\n\r\ntoo big")
 						case "stops reading":
+							io.WriteString(c, "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 7\r\nConnection: close\r\n\r\ntoo big")
 							time.Sleep(15 * time.Second)
 						case "reads on":
+							io.WriteString(c, "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 7\r\n\r\ntoo big")
 							io.Copy(io.Discard, r)
 						}
 					}()
@@ -345,7 +358,8 @@ func TestHTTPEarlyResponse(t *testing.T) {
 			start := time.Now()
 			req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/upload", port), io.LimitReader(slowZeros{}, 1<<30))
 			req.ContentLength = 1 << 30
-			resp, err := (&http.Client{Timeout: 8 * time.Second}).Do(req)
+			client := &http.Client{Timeout: 8 * time.Second}
+			resp, err := client.Do(req)
 			if err != nil {
 				t.Fatalf("upload: %v (after %v)", err, time.Since(start))
 			}
@@ -358,6 +372,15 @@ func TestHTTPEarlyResponse(t *testing.T) {
 				t.Errorf("the answer took %v; timeout server is 10s", took)
 			}
 			d.waitLog(`fe/s [0-9/]+ 413 .*"POST /upload HTTP/1.1"`, 3*time.Second)
+			resp, err = client.Get(fmt.Sprintf("http://127.0.0.1:%d/next", port))
+			if err != nil {
+				t.Fatalf("the next request: %v", err)
+			}
+			body, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || string(body) != "ok" {
+				t.Errorf("the next request got %d %q, want 200 \"ok\"", resp.StatusCode, body)
+			}
 		})
 	}
 }
