@@ -470,13 +470,12 @@ func (s *httpSession) readRequest() int {
 	t := f.Config.Timeouts
 	start := s.accept
 	if s.requests > 0 {
-		start = time.Now()
 		if len(s.in.Buffered()) == 0 {
 			if r := s.waitIdle(); r != requestRead {
 				return r
 			}
-			start = time.Now()
 		}
+		start = time.Now()
 	}
 	s.acquire()
 	x := s.x
