@@ -542,6 +542,7 @@ func (s *httpSession) reject(status int, who, phase byte) {
 // respond writes a whole response of sluice's own.
 func (s *httpSession) respond(status int, raw []byte) {
 	x := s.x
+	s.leaveBody()
 	x.e.Status = status
 	s.ownSend(func() {
 		x.out.Write(raw)
@@ -737,6 +738,7 @@ func (s *httpSession) setTarget(path, rest []byte) {
 // answer sends a response of sluice's own with a body.
 func (s *httpSession) answer(status int, ctype string, body []byte, extra ...h1.Header) {
 	x := s.x
+	s.leaveBody()
 	w := x.out
 	b := w.AvailableBuffer()
 	b = append(b, "HTTP/1.1 "...)
@@ -1225,6 +1227,15 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 	srv.Stats.Timings(e.Tw, e.Tc, e.Ta)
 	s.log()
 	return false, clientKeep
+}
+
+// leaveBody notes, before sluice answers a request itself, that the
+// request's body may not have been read whole: the connection (which
+// then closes) closes gently.
+func (s *httpSession) leaveBody() {
+	if !h1.RequestBody(&s.x.req).Empty() {
+		s.unread = true
+	}
 }
 
 // Lingering close, for a client whose request body was left unread:

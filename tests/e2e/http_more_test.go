@@ -384,3 +384,34 @@ func TestHTTPEarlyResponse(t *testing.T) {
 		})
 	}
 }
+
+// TestHTTPLocalAnswerDuringUpload: a request refused by a rule while its
+// body is still coming gets the refusal, not a reset: sluice reads and
+// drops the rest for a while before closing (lingering close). Without
+// it, Go's client uploading as fast as it can fails with "connection
+// reset by peer" at once.
+func TestHTTPLocalAnswerDuringUpload(t *testing.T) {
+	t.Parallel()
+	web := newWebServer(t, "web")
+	port, _ := proxyTo(t, web.addr, `  http_request "deny" {
+    path_prefix = ["/blocked"]
+  }
+`)
+	for i := range 20 {
+		req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/blocked", port), io.LimitReader(fastZeros{}, 1<<30))
+		req.ContentLength = 1 << 30
+		resp, err := (&http.Client{Timeout: 8 * time.Second}).Do(req)
+		if err != nil {
+			t.Fatalf("upload %d: %v", i, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 403 {
+			t.Errorf("upload %d: got %d, want the rule's 403", i, resp.StatusCode)
+		}
+	}
+}
+
+// fastZeros is an endless body, as fast as it can go.
+type fastZeros struct{}
+
+func (fastZeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
