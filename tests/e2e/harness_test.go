@@ -212,6 +212,27 @@ type backend struct {
 	handle func(c net.Conn)
 }
 
+// rawServer serves each connection to a loopback listener with handle,
+// on its own goroutine, until the test ends, and returns its address.
+func rawServer(t *testing.T, handle func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); handle(c) }()
+		}
+	}()
+	return ln.Addr().String()
+}
+
 func newBackend(t *testing.T, name string) *backend {
 	t.Helper()
 	b := &backend{t: t, name: name}

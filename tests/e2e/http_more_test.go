@@ -310,51 +310,37 @@ func TestHTTPEarlyResponse(t *testing.T) {
 	for _, mode := range []string{"closes", "stops reading", "reads on"} {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { ln.Close() })
-			go func() {
-				for {
-					c, err := ln.Accept()
+			server := rawServer(t, func(c net.Conn) {
+				r := bufio.NewReader(c)
+				for { // requests, until a POST
+					line, err := r.ReadString('\n')
 					if err != nil {
 						return
 					}
-					go func() {
-						defer c.Close()
-						r := bufio.NewReader(c)
-						for { // requests, until a POST
-							line, err := r.ReadString('\n')
-							if err != nil {
-								return
-							}
-							post := strings.HasPrefix(line, "POST")
-							for line != "\r\n" {
-								if line, err = r.ReadString('\n'); err != nil {
-									return
-								}
-							}
-							if !post {
-								io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-								continue
-							}
-							break
+					post := strings.HasPrefix(line, "POST")
+					for line != "\r\n" {
+						if line, err = r.ReadString('\n'); err != nil {
+							return
 						}
-						switch mode {
-						case "closes":
-							io.WriteString(c, "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 7\r\nConnection: close\r\n\r\ntoo big")
-						case "stops reading":
-							io.WriteString(c, "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 7\r\nConnection: close\r\n\r\ntoo big")
-							time.Sleep(15 * time.Second)
-						case "reads on":
-							io.WriteString(c, "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 7\r\n\r\ntoo big")
-							io.Copy(io.Discard, r)
-						}
-					}()
+					}
+					if !post {
+						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+						continue
+					}
+					break
 				}
-			}()
-			port, d := proxyTo(t, ln.Addr().String(), "")
+				switch mode {
+				case "closes":
+					io.WriteString(c, "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 7\r\nConnection: close\r\n\r\ntoo big")
+				case "stops reading":
+					io.WriteString(c, "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 7\r\nConnection: close\r\n\r\ntoo big")
+					time.Sleep(15 * time.Second)
+				case "reads on":
+					io.WriteString(c, "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 7\r\n\r\ntoo big")
+					io.Copy(io.Discard, r)
+				}
+			})
+			port, d := proxyTo(t, server, "")
 			start := time.Now()
 			req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/upload", port), io.LimitReader(slowZeros{}, 1<<30))
 			req.ContentLength = 1 << 30

@@ -82,31 +82,18 @@ func TestHTTPMutatedTraffic(t *testing.T) {
 
 	// The mangling server: one read, one mutated response, then it reads
 	// on until the client or its deadline ends the connection.
-	var served atomic.Int64
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for n := uint64(0); ; n++ {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func(r *rand.Rand) {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(2 * time.Second))
-				buf := make([]byte, 64<<10)
-				if _, err := c.Read(buf); err != nil {
-					return
-				}
-				served.Add(1)
-				c.Write(mutate(r, responseTemplates[r.IntN(len(responseTemplates))]))
-				io.Copy(io.Discard, c)
-			}(rand.New(rand.NewPCG(seed, n)))
+	var conns, served atomic.Int64
+	mangler := rawServer(t, func(c net.Conn) {
+		r := rand.New(rand.NewPCG(seed, uint64(conns.Add(1))))
+		c.SetDeadline(time.Now().Add(2 * time.Second))
+		buf := make([]byte, 64<<10)
+		if _, err := c.Read(buf); err != nil {
+			return
 		}
-	}()
+		served.Add(1)
+		c.Write(mutate(r, responseTemplates[r.IntN(len(responseTemplates))]))
+		io.Copy(io.Discard, c)
+	})
 	web := newWebServer(t, "web")
 	mangled, clean := freePort(t), freePort(t)
 	d := startSluice(t, fmt.Sprintf(httpDefaults+`
@@ -124,7 +111,7 @@ listen "clean" {
   bind = ["127.0.0.1:%d"]
   server "web" { address = %q }
 }
-`, mangled, ln.Addr().String(), clean, web.addr))
+`, mangled, mangler, clean, web.addr))
 
 	const workers, perWorker = 8, 40
 	var wg sync.WaitGroup
