@@ -18,7 +18,13 @@ type Reader struct {
 	Conn net.Conn
 	Buf  []byte // nil while released
 	r, w int
+	// Check, when set, is called every CheckEvery while a body copy waits
+	// for bytes; an error from it ends the copy (as a ReadError).
+	Check func() error
 }
+
+// CheckEvery is how often a waiting body copy calls Reader.Check.
+const CheckEvery = 200 * time.Millisecond
 
 // Buffered returns the bytes read but not consumed.
 func (r *Reader) Buffered() []byte { return r.Buf[r.r:r.w] }
@@ -149,9 +155,34 @@ func Copy(w io.Writer, r *Reader, b Body, idle time.Duration) (int64, error) {
 	return copyN(w, r, b.Length, idle)
 }
 
-func deadline(r *Reader, idle time.Duration) {
+// fill reads more for a body copy, waiting up to idle (none when zero)
+// and calling r.Check every CheckEvery meanwhile.
+func (r *Reader) fill(idle time.Duration) error {
+	if r.Check == nil {
+		if idle > 0 {
+			r.Conn.SetReadDeadline(time.Now().Add(idle))
+		}
+		_, err := r.Fill()
+		return err
+	}
+	var end time.Time
 	if idle > 0 {
-		r.Conn.SetReadDeadline(time.Now().Add(idle))
+		end = time.Now().Add(idle)
+	}
+	for {
+		dl := time.Now().Add(CheckEvery)
+		if !end.IsZero() && end.Before(dl) {
+			dl = end
+		}
+		r.Conn.SetReadDeadline(dl)
+		_, err := r.Fill()
+		var ne net.Error
+		if err == nil || !errors.As(err, &ne) || !ne.Timeout() || (!end.IsZero() && !time.Now().Before(end)) {
+			return err
+		}
+		if err := r.Check(); err != nil {
+			return err
+		}
 	}
 }
 
@@ -160,8 +191,7 @@ func copyN(w io.Writer, r *Reader, n int64, idle time.Duration) (int64, error) {
 	var done int64
 	for n < 0 || done < n {
 		if r.r == r.w {
-			deadline(r, idle)
-			_, err := r.Fill()
+			err := r.fill(idle)
 			if err == io.EOF && n < 0 {
 				return done, nil
 			}
@@ -201,8 +231,7 @@ func (r *Reader) line(idle time.Duration) ([]byte, error) {
 		if r.w-r.r > 4096 {
 			return nil, &ReadError{ErrChunk}
 		}
-		deadline(r, idle)
-		if _, err := r.Fill(); err != nil {
+		if err := r.fill(idle); err != nil {
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}

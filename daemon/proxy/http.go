@@ -87,6 +87,9 @@ type exchange struct {
 	reply       replyWait
 	toClient    timedSend // what out sends on
 	toServer    timedSend // what srvOut sends on
+	// answered is the client reader's Check while a request body is
+	// copied: a server's early answer ends a wait for the client's bytes.
+	answered func() error
 }
 
 // timedSend is the connection an h1.Writer sends on. A write the socket
@@ -248,6 +251,12 @@ var exchanges = sync.Pool{New: func() any {
 	x.toClient.step = x.toClient.run
 	x.toServer.step = x.toServer.run
 	x.toServer.toServer = true
+	x.answered = func() error {
+		if x.toServer.rc != nil && x.toServer.answered() {
+			return errAnswered
+		}
+		return nil
+	}
 	return x
 }}
 
@@ -1018,7 +1027,9 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 			dst = cw
 		}
 		x.toServer.body, x.toServer.looked = true, time.Now()
+		s.in.Check = x.answered
 		n, err := h1.Copy(dst, &s.in, body, ct.Client)
+		s.in.Check = nil
 		f.Stats.BytesIn.Add(n)
 		be.Stats.BytesIn.Add(n)
 		srv.Stats.BytesIn.Add(n)
@@ -1031,19 +1042,21 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 		x.toServer.body = false
 		if err != nil {
 			var re *h1.ReadError
-			if errors.As(err, &re) {
+			if errors.Is(err, errAnswered) || !errors.As(err, &re) && x.answered() != nil {
+				// The server answered before the body ended (a 413 for
+				// an upload too large), then closed, stopped taking it,
+				// or read on: the client gets that answer, and the rest
+				// of its body is not read.
+				sent, s.unread = false, true
+				return true
+			}
+			if re != nil {
 				if errors.Is(err, h1.ErrChunk) {
 					f.Stats.ReqErrors.Add(1)
 					s.fail(400, 'P', 'D')
 				} else {
 					s.clientAbort(err, 'D')
 				}
-			} else if errors.Is(err, errAnswered) || x.toServer.rc != nil && x.toServer.answered() {
-				// The server closed or stopped taking the body, having
-				// answered (a 413 before the upload ends): the client
-				// gets that answer, and the rest of its body is not read.
-				sent, s.unread = false, true
-				return true
 			} else if isTimeout(err) {
 				// The server stopped taking the body (timeout server).
 				sc.Server.Stats.ServerAborts.Add(1)

@@ -307,7 +307,7 @@ func (slowZeros) Read(p []byte) (int, error) {
 // be read as the rest of it.
 func TestHTTPEarlyResponse(t *testing.T) {
 	t.Parallel()
-	for _, mode := range []string{"closes", "stops reading", "reads on"} {
+	for _, mode := range []string{"closes", "stops reading", "reads on", "reads on, upload paused"} {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
 			server := rawServer(t, func(c net.Conn) {
@@ -335,14 +335,19 @@ func TestHTTPEarlyResponse(t *testing.T) {
 				case "stops reading":
 					io.WriteString(c, "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 7\r\nConnection: close\r\n\r\ntoo big")
 					time.Sleep(15 * time.Second)
-				case "reads on":
+				case "reads on", "reads on, upload paused":
 					io.WriteString(c, "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 7\r\n\r\ntoo big")
 					io.Copy(io.Discard, r)
 				}
 			})
 			port, d := proxyTo(t, server, "")
 			start := time.Now()
-			req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/upload", port), io.LimitReader(slowZeros{}, 1<<30))
+			var upload io.Reader = io.LimitReader(slowZeros{}, 1<<30)
+			if mode == "reads on, upload paused" {
+				// 64 KB, then nothing for longer than the test waits.
+				upload = io.MultiReader(io.LimitReader(slowZeros{}, 64<<10), pause{})
+			}
+			req, _ := http.NewRequest("POST", fmt.Sprintf("http://127.0.0.1:%d/upload", port), upload)
 			req.ContentLength = 1 << 30
 			client := &http.Client{Timeout: 8 * time.Second}
 			resp, err := client.Do(req)
@@ -396,6 +401,11 @@ func TestHTTPLocalAnswerDuringUpload(t *testing.T) {
 		}
 	}
 }
+
+// pause is a body that sends nothing for 20 s, then ends.
+type pause struct{}
+
+func (pause) Read([]byte) (int, error) { time.Sleep(20 * time.Second); return 0, io.EOF }
 
 // fastZeros is an endless body, as fast as it can go.
 type fastZeros struct{}
