@@ -144,33 +144,28 @@ func (w *timedSend) Write(p []byte) (int, error) {
 	if err != nil || n == len(p) {
 		return n, err
 	}
-	if !w.toServer {
-		if w.idle > 0 {
-			w.c.SetWriteDeadline(time.Now().Add(w.idle))
-		}
-		m, err := w.c.Write(p[n:])
-		if w.idle > 0 && err == nil {
-			w.c.SetWriteDeadline(time.Time{})
-		}
-		return n + m, err
-	}
+	// Wait for room, up to idle; a server is looked at every replyCheck
+	// meanwhile, in case it has answered.
 	var end time.Time
 	if w.idle > 0 {
 		end = time.Now().Add(w.idle)
 	}
 	for {
-		dl := time.Now().Add(replyCheck)
-		if !end.IsZero() && end.Before(dl) {
-			dl = end
+		dl := end
+		if w.toServer {
+			if c := time.Now().Add(replyCheck); dl.IsZero() || c.Before(dl) {
+				dl = c
+			}
 		}
-		w.c.SetWriteDeadline(dl)
+		if !dl.IsZero() {
+			w.c.SetWriteDeadline(dl)
+		}
 		m, err := w.c.Write(p[n:])
 		n += m
-		if err == nil {
-			w.c.SetWriteDeadline(time.Time{})
-			return n, nil
-		}
-		if !isTimeout(err) || (!end.IsZero() && !time.Now().Before(end)) {
+		if err == nil || !w.toServer || !isTimeout(err) || (!end.IsZero() && !time.Now().Before(end)) {
+			if err == nil && !dl.IsZero() {
+				w.c.SetWriteDeadline(time.Time{})
+			}
 			return n, err
 		}
 		if w.answered() {

@@ -631,22 +631,11 @@ func TestHTTPSlowReader(t *testing.T) {
 // the client connection closed.
 func TestHTTPServerStopsReading(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.(*net.TCPConn).SetReadBuffer(4096)
-			defer c.Close() // reads nothing, answers nothing
-		}
-	}()
-	port, d := proxyTo(t, ln.Addr().String(), "  timeout { server = \"1s\" }\n")
+	server := rawServer(t, func(c net.Conn) {
+		c.(*net.TCPConn).SetReadBuffer(4096)
+		<-t.Context().Done() // reads nothing, answers nothing
+	})
+	port, d := proxyTo(t, server, "  timeout { server = \"1s\" }\n")
 	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 	if err != nil {
 		t.Fatal(err)
