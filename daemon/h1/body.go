@@ -18,13 +18,27 @@ type Reader struct {
 	Conn net.Conn
 	Buf  []byte // nil while released
 	r, w int
-	// Check, when set, is called every CheckEvery while a body copy waits
-	// for bytes; an error from it ends the copy (as a ReadError).
-	Check func() error
+	// Check, when set, is called about every CheckEvery while a body is
+	// copied, whether its bytes flow or the copy waits for them; an error
+	// from it ends the copy (as a ReadError).
+	Check   func() error
+	checked time.Time // when Check was last called
 }
 
-// CheckEvery is how often a waiting body copy calls Reader.Check.
+// CheckEvery is how often a body copy calls Reader.Check.
 const CheckEvery = 200 * time.Millisecond
+
+// due calls Check when CheckEvery has passed since it last did.
+func (r *Reader) due() error {
+	if r.Check == nil {
+		return nil
+	}
+	if now := time.Now(); now.Sub(r.checked) >= CheckEvery {
+		r.checked = now
+		return r.Check()
+	}
+	return nil
+}
 
 // Buffered returns the bytes read but not consumed.
 func (r *Reader) Buffered() []byte { return r.Buf[r.r:r.w] }
@@ -146,6 +160,9 @@ func (b Body) Empty() bool { return !b.Chunked && !b.UntilClose && b.Length == 0
 // Copy copies the body framed as b from r to w, decoding chunks: w gets
 // the payload only. idle bounds each read. It returns the payload bytes.
 func Copy(w io.Writer, r *Reader, b Body, idle time.Duration) (int64, error) {
+	if r.Check != nil {
+		r.checked = time.Now()
+	}
 	switch {
 	case b.Chunked:
 		return copyChunked(w, r, idle)
@@ -156,7 +173,7 @@ func Copy(w io.Writer, r *Reader, b Body, idle time.Duration) (int64, error) {
 }
 
 // fill reads more for a body copy, waiting up to idle (none when zero)
-// and calling r.Check every CheckEvery meanwhile.
+// and calling r.Check meanwhile.
 func (r *Reader) fill(idle time.Duration) error {
 	if r.Check == nil {
 		if idle > 0 {
@@ -180,7 +197,7 @@ func (r *Reader) fill(idle time.Duration) error {
 		if err == nil || !errors.As(err, &ne) || !ne.Timeout() || (!end.IsZero() && !time.Now().Before(end)) {
 			return err
 		}
-		if err := r.Check(); err != nil {
+		if err := r.due(); err != nil {
 			return err
 		}
 	}
@@ -201,6 +218,9 @@ func copyN(w io.Writer, r *Reader, n int64, idle time.Duration) (int64, error) {
 				}
 				return done, &ReadError{err}
 			}
+		}
+		if err := r.due(); err != nil {
+			return done, &ReadError{err}
 		}
 		p := r.Buffered()
 		if n >= 0 && int64(len(p)) > n-done {

@@ -88,7 +88,7 @@ type exchange struct {
 	toClient    timedSend // what out sends on
 	toServer    timedSend // what srvOut sends on
 	// answered is the client reader's Check while a request body is
-	// copied: a server's early answer ends a wait for the client's bytes.
+	// copied: a server's early answer ends the copy.
 	answered func() error
 }
 
@@ -104,19 +104,15 @@ type timedSend struct {
 	rc   syscall.RawConn
 	idle time.Duration
 	// toServer: while a request body is sent, the server may answer (a
-	// 413 before the upload ends). Writes look for an answer every
-	// replyCheck, and so does a wait for room, and end with errAnswered
-	// when there is one.
+	// 413 before the upload ends). A wait for room looks for an answer
+	// every h1.CheckEvery and ends with errAnswered when there is one (the
+	// body copy itself looks too: exchange.answered).
 	toServer bool
-	body     bool      // a request body is being sent
-	looked   time.Time // when an answer was last looked for
-	p        []byte    // being written by run
+	p        []byte // being written by run
 	n        int
 	err      error
 	step     func(fd uintptr) bool // run, bound once: no allocation per write
 }
-
-const replyCheck = 200 * time.Millisecond
 
 // errAnswered: the server answered while its request was being sent.
 var errAnswered = errors.New("the server answered before the request ended")
@@ -126,14 +122,6 @@ func (w *timedSend) reset(c net.Conn, rc syscall.RawConn, idle time.Duration) {
 }
 
 func (w *timedSend) Write(p []byte) (int, error) {
-	if w.body {
-		if now := time.Now(); now.Sub(w.looked) >= replyCheck {
-			w.looked = now
-			if w.answered() {
-				return 0, errAnswered
-			}
-		}
-	}
 	w.p, w.n, w.err = p, 0, nil
 	err := w.rc.Write(w.step)
 	n, werr := w.n, w.err
@@ -144,7 +132,7 @@ func (w *timedSend) Write(p []byte) (int, error) {
 	if err != nil || n == len(p) {
 		return n, err
 	}
-	// Wait for room, up to idle; a server is looked at every replyCheck
+	// Wait for room, up to idle; a server is looked at every CheckEvery
 	// meanwhile, in case it has answered.
 	var end time.Time
 	if w.idle > 0 {
@@ -153,7 +141,7 @@ func (w *timedSend) Write(p []byte) (int, error) {
 	for {
 		dl := end
 		if w.toServer {
-			if c := time.Now().Add(replyCheck); dl.IsZero() || c.Before(dl) {
+			if c := time.Now().Add(h1.CheckEvery); dl.IsZero() || c.Before(dl) {
 				dl = c
 			}
 		}
@@ -1021,7 +1009,6 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 			*cw = h1.ChunkWriter{W: w} // nothing left from an aborted body
 			dst = cw
 		}
-		x.toServer.body, x.toServer.looked = true, time.Now()
 		s.in.Check = x.answered
 		n, err := h1.Copy(dst, &s.in, body, ct.Client)
 		s.in.Check = nil
@@ -1034,7 +1021,6 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 		if err == nil {
 			err = w.Flush()
 		}
-		x.toServer.body = false
 		if err != nil {
 			var re *h1.ReadError
 			if errors.Is(err, errAnswered) || !errors.As(err, &re) && x.answered() != nil {
