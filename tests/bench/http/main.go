@@ -2,7 +2,8 @@
 // HTTP mode, and against nginx directly, in one run, with wrk: keep-alive
 // requests for a small response, keep-alive requests for 64 KB, and a new
 // connection per request. Each proxy runs with one thread pinned to CPU 0;
-// nginx and wrk share CPU 1.
+// nginx and wrk share CPU 1. The proxies take turns for -rounds rounds and
+// each figure is the median of its rounds: one run each moved by ±4%.
 //
 //	go run ./tests/bench/http -sluice bin/sluice
 package main
@@ -16,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"time"
 
@@ -29,6 +31,7 @@ var (
 	duration  = flag.Duration("d", 5*time.Second, "length of each wrk run")
 	conns     = flag.Int("c", 50, "wrk connections")
 	idleConns = flag.Int("idle", 2000, "idle keep-alive connections for the memory figure")
+	rounds    = flag.Int("rounds", 3, "rounds of sluice then HAProxy; each figure is the median over them")
 )
 
 type run struct{ name, path, header string }
@@ -56,23 +59,43 @@ func main() {
 	defer benchutil.Stop(ng)
 	waitListening(origin)
 
-	results := map[string][]figure{}
+	// Rounds alternate the proxies, so that a drift of this machine's
+	// speed during the run does not favour whichever runs first.
+	byRound := map[string][][]figure{}
 	idleKB := map[string]float64{}
 	order := []string{"nginx"}
-	results["nginx"] = measure("nginx", origin, 0)
-	for _, p := range []struct {
-		name  string
-		start func(dir, origin string) (*exec.Cmd, string)
-	}{{"sluice", startSluice}, {"haproxy", startHAProxy}} {
-		cmd, front := p.start(dir, origin)
-		if cmd == nil {
-			continue
+	byRound["nginx"] = [][]figure{measure("nginx", origin, 0)}
+	for round := range *rounds {
+		for _, p := range []struct {
+			name  string
+			start func(dir, origin string) (*exec.Cmd, string)
+		}{{"sluice", startSluice}, {"haproxy", startHAProxy}} {
+			cmd, front := p.start(dir, origin)
+			if cmd == nil {
+				continue
+			}
+			waitListening(front)
+			byRound[p.name] = append(byRound[p.name], measure(p.name, front, cmd.Process.Pid))
+			if round == 0 {
+				idleKB[p.name] = idleMemory(cmd.Process.Pid, front)
+				order = append(order, p.name)
+			}
+			benchutil.Stop(cmd)
 		}
-		waitListening(front)
-		results[p.name] = measure(p.name, front, cmd.Process.Pid)
-		idleKB[p.name] = idleMemory(cmd.Process.Pid, front)
-		benchutil.Stop(cmd)
-		order = append(order, p.name)
+	}
+	results := map[string][]figure{}
+	for name, rs := range byRound {
+		results[name] = medians(rs)
+	}
+	if s, h := byRound["sluice"], byRound["haproxy"]; len(s) > 1 && len(h) == len(s) {
+		fmt.Println("\nsluice/haproxy req/s by round:")
+		for i, r := range runs {
+			fmt.Printf("  %-20s", r.name)
+			for k := range s {
+				fmt.Printf(" %.2fx", s[k][i].rps/h[k][i].rps)
+			}
+			fmt.Println()
+		}
 	}
 	fmt.Printf("\n%-20s", "")
 	for _, name := range order {
@@ -128,6 +151,27 @@ func measure(name, addr string, pid int) []figure {
 		}
 	}
 	return out
+}
+
+// medians takes, for each shape, the median of each figure over rounds.
+func medians(rounds [][]figure) []figure {
+	out := make([]figure, len(runs))
+	for i := range runs {
+		var rps, p99, cpu []float64
+		for _, r := range rounds {
+			rps, p99, cpu = append(rps, r[i].rps), append(p99, r[i].p99ms), append(cpu, r[i].cpu)
+		}
+		out[i] = figure{median(rps), median(p99), median(cpu)}
+	}
+	return out
+}
+
+func median(v []float64) float64 {
+	slices.Sort(v)
+	if n := len(v); n%2 == 0 {
+		return (v[n/2-1] + v[n/2]) / 2
+	}
+	return v[len(v)/2]
 }
 
 func parseWrk(s string) figure {
