@@ -69,7 +69,7 @@ func httpRoundTrip(tb testing.TB) func() {
 	}
 	addr := fe.Addr().String()
 	fe.Close()
-	path := filepath.Join(tb.TempDir(), "tb.hcl")
+	path := filepath.Join(tb.TempDir(), "bench.hcl")
 	os.WriteFile(path, fmt.Appendf(nil, `
 defaults {
   mode = "http"

@@ -233,6 +233,18 @@ func rawServer(t *testing.T, handle func(net.Conn)) string {
 	return ln.Addr().String()
 }
 
+// dialPort connects to a loopback port (sluice's frontend) for raw
+// bytes; the connection closes when the test ends.
+func dialPort(t *testing.T, port int) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 func newBackend(t *testing.T, name string) *backend {
 	t.Helper()
 	b := &backend{t: t, name: name}

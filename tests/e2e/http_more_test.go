@@ -89,11 +89,7 @@ func TestHTTPExpectContinue(t *testing.T) {
 		fmt.Fprintf(rw, "got %d bytes", len(b))
 	}
 	port, _ := proxyTo(t, web.addr, "")
-	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialPort(t, port)
 	r := bufio.NewReader(c)
 	fmt.Fprint(c, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
 	c.SetReadDeadline(time.Now().Add(3 * time.Second))

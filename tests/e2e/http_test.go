@@ -308,11 +308,7 @@ listen "fe" {
   server "b" { address = "%s" }
 }
 `, port, a.addr, b.addr))
-	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialPort(t, port)
 	r := bufio.NewReader(c)
 	seen := map[string]int{}
 	for i := range 1000 {
@@ -353,11 +349,7 @@ func TestHTTPPipelining(t *testing.T) {
 		fmt.Fprintf(rw, "web %s\n", r.URL.Path)
 	}
 	port, _ := proxyTo(t, web.addr, "")
-	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialPort(t, port)
 	var reqs strings.Builder
 	const n = 20
 	for i := range n - 1 {
@@ -518,11 +510,7 @@ func TestHTTPWebSocket(t *testing.T) {
 	port, d := proxyTo(t, web.addr, `
   timeout { tunnel = "1h" }
 `)
-	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialPort(t, port)
 	fmt.Fprint(c, "GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
 	r := bufio.NewReader(c)
 	resp, err := http.ReadResponse(r, nil)
@@ -552,11 +540,7 @@ func TestHTTPSlowClient(t *testing.T) {
 	t.Parallel()
 	web := newWebServer(t, "web")
 	port, d := proxyTo(t, web.addr, "")
-	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialPort(t, port)
 	start := time.Now()
 	// One header line every 300 ms: each within client timeout, but the
 	// whole head never within http_request (1s).
@@ -604,11 +588,7 @@ func TestHTTPSlowReader(t *testing.T) {
 		served <- nil
 	}
 	port, d := proxyTo(t, web.addr, "  timeout { client = \"1s\" }\n")
-	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialPort(t, port)
 	c.(*net.TCPConn).SetReadBuffer(4096)
 	start := time.Now()
 	fmt.Fprint(c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -636,11 +616,7 @@ func TestHTTPServerStopsReading(t *testing.T) {
 		<-t.Context().Done() // reads nothing, answers nothing
 	})
 	port, d := proxyTo(t, server, "  timeout { server = \"1s\" }\n")
-	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialPort(t, port)
 	start := time.Now()
 	go func() {
 		fmt.Fprintf(c, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", 64<<20)
@@ -672,11 +648,7 @@ func TestHTTPKeepAliveAfterLocalAnswer(t *testing.T) {
     body   = "local\n"
   }
 `)
-	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialPort(t, port)
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	r := bufio.NewReader(c)
 	for i, path := range []string{"/local", "/proxied"} {

@@ -222,11 +222,7 @@ func TestUpgradeAfterParking(t *testing.T) {
 	port, _ := proxyTo(t, web.addr, `
   timeout { http_keep_alive = "10s" }
 `)
-	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialPort(t, port)
 	r := bufio.NewReader(c)
 	fmt.Fprint(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 	if resp, err := http.ReadResponse(r, nil); err != nil || resp.StatusCode != 200 {

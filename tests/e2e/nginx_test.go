@@ -131,11 +131,7 @@ backend "nginx" {
 		t.Errorf("missing file: %d", resp.StatusCode)
 	}
 	before := nginxAccepts(t, nginx)
-	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialPort(t, port)
 	r := bufio.NewReader(c)
 	for i := range 1000 {
 		fmt.Fprintf(c, "GET /index.html?i=%d HTTP/1.1\r\nHost: x\r\n\r\n", i)
