@@ -1,6 +1,6 @@
 // Package benchutil holds what the benchmark programs share: free
 // loopback addresses, waiting for a listener, a process's resident
-// memory and processor time, and stopping a proxy.
+// memory and processor time, stopping a proxy, and medians of rounds.
 package benchutil
 
 import (
@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -76,4 +77,16 @@ func Stop(cmd *exec.Cmd) {
 		cmd.Process.Kill()
 		<-done
 	}
+}
+
+// Median is the median of v (which it sorts), 0 for none.
+func Median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	slices.Sort(v)
+	if n := len(v); n%2 == 0 {
+		return (v[n/2-1] + v[n/2]) / 2
+	}
+	return v[len(v)/2]
 }

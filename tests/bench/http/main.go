@@ -17,7 +17,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"time"
 
@@ -161,17 +160,9 @@ func medians(rounds [][]figure) []figure {
 		for _, r := range rounds {
 			rps, p99, cpu = append(rps, r[i].rps), append(p99, r[i].p99ms), append(cpu, r[i].cpu)
 		}
-		out[i] = figure{median(rps), median(p99), median(cpu)}
+		out[i] = figure{benchutil.Median(rps), benchutil.Median(p99), benchutil.Median(cpu)}
 	}
 	return out
-}
-
-func median(v []float64) float64 {
-	slices.Sort(v)
-	if n := len(v); n%2 == 0 {
-		return (v[n/2-1] + v[n/2]) / 2
-	}
-	return v[len(v)/2]
 }
 
 func parseWrk(s string) figure {

@@ -2,6 +2,8 @@
 // mode, and against no proxy at all, in one run: bulk throughput,
 // connection rate, and memory per idle connection. The proxy runs pinned
 // to CPU 0 with one thread; this program (clients and servers) to CPU 1.
+// sluice and HAProxy take turns for -rounds rounds and each figure is the
+// median of its rounds: one run each moved by ±3%.
 //
 //	go run ./tests/bench/tcp -sluice bin/sluice
 package main
@@ -30,6 +32,7 @@ var (
 	streams   = flag.Int("streams", 4, "parallel bulk streams")
 	workers   = flag.Int("workers", 32, "parallel connection-rate workers")
 	only      = flag.String("only", "", "measure only this figure: bulk, rate or idle (for profiling)")
+	rounds    = flag.Int("rounds", 3, "rounds of sluice then HAProxy; each figure is the median over them")
 )
 
 type result struct {
@@ -62,20 +65,46 @@ func main() {
 
 	dir, _ := os.MkdirTemp("", "bench-tcp")
 	defer os.RemoveAll(dir)
-	var results []result
-	results = append(results, measure("direct", nil, sink, greeter, holder))
-	for _, p := range []struct {
-		name  string
-		start func(dir string, sink, greeter, holder string) (*exec.Cmd, [3]string)
-	}{{"sluice", startSluice}, {"haproxy", startHAProxy}} {
-		cmd, fronts := p.start(dir, sink, greeter, holder)
-		if cmd == nil {
-			continue
+	// Rounds alternate the proxies, so that a drift of this machine's
+	// speed during the run favours neither; idle memory, which does not
+	// drift, is measured in the first round only.
+	direct := measure("direct", nil, sink, greeter, holder, false)
+	byName := map[string][]result{}
+	for round := range *rounds {
+		for _, p := range []struct {
+			name  string
+			start func(dir string, sink, greeter, holder string) (*exec.Cmd, [3]string)
+		}{{"sluice", startSluice}, {"haproxy", startHAProxy}} {
+			cmd, fronts := p.start(dir, sink, greeter, holder)
+			if cmd == nil {
+				continue
+			}
+			benchutil.WaitListening(fronts[0])
+			byName[p.name] = append(byName[p.name], measure(p.name, cmd, fronts[0], fronts[1], fronts[2], round == 0))
+			benchutil.Stop(cmd)
 		}
-		benchutil.WaitListening(fronts[0])
-		r := measure(p.name, cmd, fronts[0], fronts[1], fronts[2])
-		benchutil.Stop(cmd)
-		results = append(results, r)
+	}
+	results := []result{direct}
+	for _, name := range []string{"sluice", "haproxy"} {
+		if rs := byName[name]; len(rs) > 0 {
+			results = append(results, medians(rs))
+		}
+	}
+	if s, h := byName["sluice"], byName["haproxy"]; len(s) > 1 && len(h) == len(s) {
+		fmt.Println("\nsluice/haproxy by round:")
+		for _, f := range []struct {
+			name string
+			get  func(result) float64
+		}{{"throughput", func(r result) float64 { return r.mbps }}, {"connection rate", func(r result) float64 { return r.connRate }}} {
+			if f.get(s[0]) == 0 {
+				continue // not measured (-only)
+			}
+			fmt.Printf("  %-16s", f.name)
+			for k := range s {
+				fmt.Printf(" %.2fx", f.get(s[k])/f.get(h[k]))
+			}
+			fmt.Println()
+		}
 	}
 	fmt.Printf("\n%-8s %14s %10s %14s %10s %16s\n", "", "MB/s (bulk)", "proxy CPU", "conn/s", "proxy CPU", "KB/idle conn")
 	figure := func(v float64, format string) string {
@@ -197,7 +226,7 @@ listen idle
 	return cmd, f
 }
 
-func measure(name string, cmd *exec.Cmd, bulk, rate, idle string) result {
+func measure(name string, cmd *exec.Cmd, bulk, rate, idle string, withIdle bool) result {
 	r := result{name: name}
 	// taskset execs the proxy in place, so the pid is the proxy's.
 	pid := 0
@@ -221,11 +250,24 @@ func measure(name string, cmd *exec.Cmd, bulk, rate, idle string) result {
 		fmt.Fprintf(os.Stderr, "%s: connection rate...\n", name)
 		r.connRate = cpu(func() float64 { return connRate(rate) }, &r.rateCPU)
 	}
-	if cmd != nil && want("idle") {
+	if cmd != nil && withIdle && want("idle") {
 		fmt.Fprintf(os.Stderr, "%s: memory per idle connection...\n", name)
 		r.idleKB = idleMemory(pid, idle)
 	}
 	return r
+}
+
+// medians is one result whose figures are the medians of rs's; idle
+// memory is the first round's.
+func medians(rs []result) result {
+	var mbps, connRate, bulkCPU, rateCPU []float64
+	for _, r := range rs {
+		mbps, connRate = append(mbps, r.mbps), append(connRate, r.connRate)
+		bulkCPU, rateCPU = append(bulkCPU, r.bulkCPU), append(rateCPU, r.rateCPU)
+	}
+	return result{name: rs[0].name, idleKB: rs[0].idleKB,
+		mbps: benchutil.Median(mbps), connRate: benchutil.Median(connRate),
+		bulkCPU: benchutil.Median(bulkCPU), rateCPU: benchutil.Median(rateCPU)}
 }
 
 func throughput(addr string) float64 {
