@@ -422,8 +422,9 @@ func (b *Backend) dial(ctx context.Context, key Key, s *server.Server, c *Conn, 
 				c.TCPConn, err = source.DialNet(ctx, bd, s.Addr(), t.Connect)
 				return err
 			}
-			raddr, err := netip.ParseAddrPort(s.Addr())
-			if err != nil {
+			raddr, ok := s.AddrPort()
+			if !ok {
+				_, err := netip.ParseAddrPort(s.Addr())
 				return err
 			}
 			c.FD, err = source.Connect(bd, raddr, t.Connect, w)

@@ -311,7 +311,7 @@ func (f *Frontend) session(a accepted, accept func() (accepted, error)) (handedO
 	} else {
 		s.tunneled = true
 		s.sc.Server.Track(s)
-		s.tn.start(s.fd, s.sc.FD, s.finish)
+		s.tn.start(s.fd, s.sc.FD, s)
 	}
 	return accept != nil && s.accept == nil
 }
@@ -424,6 +424,8 @@ func (s *session) setup() bool {
 	}
 	return true
 }
+
+func (s *session) tunnelDone() { s.finish() }
 
 // finish counts, closes and logs the session, whichever way it ended.
 func (s *session) finish() {

@@ -1512,7 +1512,7 @@ func (s *httpSession) tunnel(be *backend.Backend, sc *backend.Conn) bool {
 	s.c.SetDeadline(time.Time{})
 	sc.SetDeadline(time.Time{})
 	done := make(chan struct{})
-	tn.start(connFD(s.c), connFD(sc.TCPConn), func() { close(done) })
+	tn.start(connFD(s.c), connFD(sc.TCPConn), closeWhenDone(done))
 	<-done
 	in, outBytes, term := tn.result()
 	x.e.Bytes += outBytes
@@ -1526,3 +1526,9 @@ func (s *httpSession) tunnel(be *backend.Backend, sc *backend.Conn) bool {
 	s.log()
 	return false
 }
+
+// closeWhenDone is a tunnel's owner that closes the channel when the
+// tunnel is done.
+type closeWhenDone chan struct{}
+
+func (c closeWhenDone) tunnelDone() { close(c) }

@@ -48,11 +48,16 @@ type tunnel struct {
 	term     atomic.Uint32
 	up, down pump // client to server, server to client
 	timer    *time.Timer
-	done     func()
+	owner    tunnelOwner
 
 	mu   sync.Mutex // guards the pumps' state, pending and room, and live
 	live int        // directions not ended
 }
+
+// tunnelOwner is told once both directions of its tunnel have ended
+// (an interface, not a func: a method value would cost an allocation per
+// session).
+type tunnelOwner interface{ tunnelDone() }
 
 // Pump states, under tunnel.mu.
 const (
@@ -144,11 +149,11 @@ func (tn *tunnel) Forget() {
 
 // start carries bytes between client and server, registering with the
 // poller whichever is not yet; directions start as their sources become
-// readable. The last direction to end calls done, after which result
+// readable. The last direction to end tells owner, after which result
 // tells the outcome.
-func (tn *tunnel) start(client, server int, done func()) {
+func (tn *tunnel) start(client, server int, owner tunnelOwner) {
 	tn.prepare()
-	tn.done = done
+	tn.owner = owner
 	tn.last.Store(time.Now().UnixNano())
 	tn.up.src, tn.up.dst = client, server
 	tn.down.src, tn.down.dst = server, client
@@ -345,7 +350,7 @@ func (tn *tunnel) finish() {
 		p.Remove(tn.up.key)
 		p.Remove(tn.down.key)
 	}
-	tn.done()
+	tn.owner.tunnelDone()
 }
 
 // burst moves everything queued on the source: errAgain when drained,
@@ -414,7 +419,9 @@ func (p *pump) burst(inline bool) error {
 			case err == unix.EAGAIN:
 				return errAgain
 			case err != nil:
-				return os.NewSyscallError("read", err)
+				// The errno alone: only blame looks at it, and a small
+				// errno in an error costs no allocation.
+				return err
 			}
 			return io.EOF
 		}
@@ -602,8 +609,9 @@ func (p *pump) blame(err error) byte {
 	if p.srcSide == 'S' {
 		dstSide = 'C'
 	}
-	var we writeError
-	if !errors.As(err, &we) {
+	// writeError is never wrapped: a type assertion, where errors.As
+	// would cost an allocation.
+	if _, ok := err.(writeError); !ok {
 		return p.srcSide
 	}
 	switch {

@@ -5,6 +5,7 @@
 package server
 
 import (
+	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -21,7 +22,7 @@ type Server struct {
 	// ID is the server's position in its backend, from 1.
 	ID int
 
-	addr    atomic.Pointer[string] // resolved IP:port connections go to
+	addr    atomic.Pointer[address] // resolved IP:port connections go to
 	weight  atomic.Int32
 	maxConn atomic.Int64 // zero: no limit
 	up      atomic.Bool  // last health verdict; true when unchecked
@@ -59,7 +60,7 @@ type Server struct {
 // New returns a server that is up with the given weight and connection cap.
 func New(backend, name, addr string, weight, maxConn int) *Server {
 	s := &Server{Backend: backend, Name: name}
-	s.addr.Store(&addr)
+	s.SetAddr(addr)
 	s.weight.Store(int32(weight))
 	s.InitialWeight = weight
 	s.maxConn.Store(int64(maxConn))
@@ -174,11 +175,27 @@ func (s *Server) SetDrain(d bool) { s.drain.Store(d) }
 // SetMaxConn changes the connection cap; zero removes it.
 func (s *Server) SetMaxConn(n int) { s.maxConn.Store(int64(n)) }
 
+// address is a server's IP:port, and parsed once for the raw sockets of
+// TCP sessions.
+type address struct {
+	text string
+	ap   netip.AddrPort // the zero AddrPort when text is not an IP:port
+}
+
 // Addr is the IP:port new connections and checks go to.
-func (s *Server) Addr() string { return *s.addr.Load() }
+func (s *Server) Addr() string { return s.addr.Load().text }
+
+// AddrPort is Addr parsed; ok is false when Addr is not an IP:port.
+func (s *Server) AddrPort() (ap netip.AddrPort, ok bool) {
+	ap = s.addr.Load().ap
+	return ap, ap.IsValid()
+}
 
 // SetAddr changes the address for new connections (set server addr).
-func (s *Server) SetAddr(a string) { s.addr.Store(&a) }
+func (s *Server) SetAddr(a string) {
+	ap, _ := netip.ParseAddrPort(a)
+	s.addr.Store(&address{text: a, ap: ap})
+}
 
 // Weight returns the current weight.
 func (s *Server) Weight() int { return int(s.weight.Load()) }
