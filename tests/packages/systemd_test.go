@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"sluice/tests/loadgen"
+	"sluice/tests/serve"
 )
 
 // container is a Debian 12 root booted with its own systemd by
@@ -115,25 +116,15 @@ func (c *container) stop() {
 
 // greeter is a backend on the host that greets each connection.
 func greeter(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := serve.Loopback(func(c net.Conn) {
+		c.Write([]byte("hello\n"))
+		b := make([]byte, 1)
+		c.Read(b)
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.Write([]byte("hello\n"))
-				b := make([]byte, 1)
-				c.Read(b)
-			}()
-		}
-	}()
 	return ln.Addr().String()
 }
 

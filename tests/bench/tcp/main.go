@@ -22,6 +22,7 @@ import (
 
 	"sluice/daemon/limits"
 	"sluice/tests/bench/benchutil"
+	"sluice/tests/serve"
 )
 
 var (
@@ -52,7 +53,7 @@ func main() {
 	// The sink reads 256 KiB at a time, as the streams write: with
 	// io.Discard's 8 KiB reads the sink, on the load generator's CPU, was
 	// the limit rather than the proxy (docs/BENCHMARKS.md).
-	sink := serve(func(c net.Conn) {
+	sink := loopback(func(c net.Conn) {
 		buf := make([]byte, 256<<10)
 		for {
 			if _, err := c.Read(buf); err != nil {
@@ -60,8 +61,8 @@ func main() {
 			}
 		}
 	})
-	greeter := serve(func(c net.Conn) { c.Write([]byte("x")) })
-	holder := serve(func(c net.Conn) { io.Copy(io.Discard, c) })
+	greeter := loopback(func(c net.Conn) { c.Write([]byte("x")) })
+	holder := loopback(func(c net.Conn) { io.Copy(io.Discard, c) })
 
 	dir, _ := os.MkdirTemp("", "bench-tcp")
 	defer os.RemoveAll(dir)
@@ -133,20 +134,11 @@ func main() {
 	}
 }
 
-func serve(handle func(net.Conn)) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+func loopback(handle func(net.Conn)) string {
+	ln, err := serve.Loopback(handle)
 	if err != nil {
 		panic(err)
 	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); handle(c) }()
-		}
-	}()
 	return ln.Addr().String()
 }
 
