@@ -16,7 +16,8 @@ import (
 // TestLinkLocalServer: a server addressed by an IPv6 link-local address
 // and its zone ("[fe80::5%v0]:port") is reached in TCP mode, whose raw
 // sockets take the zone as the address's scope, and in HTTP mode, which
-// dials with Go's net. Without the scope, connect fails with EINVAL.
+// dials with Go's net, and health checks pass. Without the scope, connect
+// fails with EINVAL.
 func TestLinkLocalServer(t *testing.T) {
 	t.Parallel()
 	ns := newNetns(t)
@@ -68,15 +69,27 @@ defaults {
 }
 listen "tcp" {
   bind = ["127.0.0.1:8001"]
-  server "s" { address = %q }
+  server "s" {
+    address = %q
+    check { interval = "100ms" }
+  }
 }
 listen "web" {
   mode = "http"
   bind = ["127.0.0.1:8002"]
-  server "s" { address = %q }
+  server "s" {
+    address = %q
+    check {
+      interval = "100ms"
+      http { path = "/" }
+    }
+  }
 }
 `, linkLocal(tcpLn), linkLocal(httpLn)), nil)
 
+	// Health checks dial the zone too: a failing one would take the
+	// servers down within fall (3) intervals.
+	time.Sleep(500 * time.Millisecond)
 	exchange := func(addr, request string) string {
 		var out []byte
 		inNetns(t, ns, func() {
