@@ -369,7 +369,6 @@ func (b *Backend) ConnectKey(ctx context.Context, key Key, reuse Reuse) (*Conn, 
 
 func (b *Backend) connect(ctx context.Context, key Key, reuse Reuse, w source.Watcher) (*Conn, *Error) {
 	t := b.Config.Timeouts
-	start := time.Now()
 	var c *Conn
 	var wait time.Duration
 	var beQueue int64
@@ -389,6 +388,9 @@ func (b *Backend) connect(ctx context.Context, key Key, reuse Reuse, w source.Wa
 		if q, ok := w.(Queuer); ok {
 			q.Queued()
 		}
+		// Timed from here: a connection that does not wait reads no
+		// clock for its wait.
+		start := time.Now()
 		var err error
 		s, err = b.wait(ctx, key, t.Queue)
 		wait = time.Since(start)
