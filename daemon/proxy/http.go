@@ -184,13 +184,13 @@ func (w *timedSend) run(fd uintptr) bool {
 }
 
 // batchWrites yields to the other sessions that are ready before a
-// request or a response is written, so that the writes of one batch of
+// response is written to a client, so that the responses of one batch of
 // poller events go out together after its reads, as in HAProxy's event
-// loop. The server or client that the first write wakes then finds the
-// next ones already queued and serves them in the same wake-up, instead
-// of waking once per write. With nothing else ready, it costs one pass of
-// the scheduler. (Measured in docs/BENCHMARKS.md: in bench-http, nginx
-// sharing its core with wrk served more requests per wake-up.)
+// loop: the client that the first write wakes then finds the next ones
+// already queued and takes them in the same wake-up, instead of waking
+// once per write. With nothing else ready, it costs one pass of the
+// scheduler. Requests go to servers at once: holding them back too
+// lengthened the slowest 1% of requests by a tenth (docs/BENCHMARKS.md).
 func batchWrites() { runtime.Gosched() }
 
 // replyWait sends a request and waits for the server's answer in one
@@ -226,7 +226,6 @@ func (a *replyWait) run(fd uintptr) bool {
 		return true
 	}
 	a.sent = true
-	batchWrites()
 	all, err := a.w.WriteFD(fd)
 	a.err = err
 	return err != nil || !all
