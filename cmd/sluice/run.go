@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"syscall"
 	"time"
@@ -50,6 +51,13 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 	if path := os.Getenv("SLUICE_CPUPROFILE"); path != "" {
 		if f, err := os.Create(path); err == nil && pprof.StartCPUProfile(f) == nil {
 			defer pprof.StopCPUProfile()
+		}
+	}
+	// SLUICE_TRACE=FILE writes a runtime execution trace (go tool trace)
+	// until sluice stops.
+	if path := os.Getenv("SLUICE_TRACE"); path != "" {
+		if f, err := os.Create(path); err == nil && trace.Start(f) == nil {
+			defer trace.Stop()
 		}
 	}
 	// SLUICE_ALLOCPROFILE=FILE writes a pprof profile of allocations when sluice stops.
