@@ -23,6 +23,10 @@ func goroutines(t *testing.T, mon string) float64 {
 
 const idleConns = 200
 
+// parkedConns is how many keep-alive connections TestParkedKeepAliveLimits
+// parks at once.
+const parkedConns = 40
+
 // TestIdleSessionsHoldNoGoroutine opens 200 TCP sessions and 200 HTTP
 // keep-alive connections and leaves them idle: they wait in sluice's
 // poller, so the number of goroutines does not grow with them, and every
@@ -131,6 +135,7 @@ func TestParkedKeepAliveLimits(t *testing.T) {
 	t.Parallel()
 	web := newWebServer(t, "web")
 	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	mon := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cfg := fmt.Sprintf(`
 global { hard_stop_after = "30s" }
 defaults {
@@ -145,7 +150,12 @@ listen "fe" {
   bind = [%q]
   server "s" { address = %q }
 }
-`, "2500ms", fe, web.addr)
+listen "metrics" {
+  mode = "http"
+  bind = [%q]
+  prometheus { uri = "/metrics" }
+}
+`, "2500ms", fe, web.addr, mon)
 	r := startReloadable(t, cfg, sluiceBin)
 	open := func() (net.Conn, *bufio.Reader, time.Time) {
 		c, err := net.Dial("tcp", fe)
@@ -169,11 +179,28 @@ listen "fe" {
 		return time.Now()
 	}
 
-	// Parked after 100 ms, closed at 2.5 s.
-	c, br, last := open()
-	defer c.Close()
-	if idle := closedAt(c, br).Sub(last); idle < 2300*time.Millisecond || idle > 3500*time.Millisecond {
-		t.Errorf("parked connection closed after %v idle, want about 2.5s (http_keep_alive)", idle)
+	// Parked after 100 ms (so that the goroutines do not grow with the
+	// connections), closed at 2.5 s.
+	before := goroutines(t, mon)
+	type parked struct {
+		c    net.Conn
+		br   *bufio.Reader
+		last time.Time
+	}
+	var conns []parked
+	for range parkedConns {
+		c, br, last := open()
+		defer c.Close()
+		conns = append(conns, parked{c, br, last})
+	}
+	time.Sleep(time.Second)
+	if now := goroutines(t, mon); now > before+parkedConns/4 {
+		t.Fatalf("%v goroutines with %d idle keep-alive connections, %v before: they are not parked", now, parkedConns, before)
+	}
+	for i, k := range conns {
+		if idle := closedAt(k.c, k.br).Sub(k.last); idle < 2300*time.Millisecond || idle > 3500*time.Millisecond {
+			t.Errorf("parked connection %d closed after %v idle, want about 2.5s (http_keep_alive)", i, idle)
+		}
 	}
 
 	// A request after parking is answered.
