@@ -27,14 +27,17 @@ func TestLinkLocalServer(t *testing.T) {
 	ns.must("ip", "link", "set", "v1", "up")
 	ns.must("ip", "-6", "addr", "add", "fe80::5/64", "dev", "v0", "nodad")
 
+	// The test's listeners name the zone by its index: this process's
+	// table of interface names may be another namespace's.
+	local := "[fe80::5%" + strings.TrimSpace(ns.must("cat", "/sys/class/net/v0/ifindex")) + "]:0"
 	var tcpLn, httpLn net.Listener
 	inNetns(t, ns, func() {
 		var err error
-		if tcpLn, err = net.Listen("tcp6", "[fe80::5%v0]:0"); err != nil {
+		if tcpLn, err = net.Listen("tcp6", local); err != nil {
 			t.Error(err)
 			return
 		}
-		if httpLn, err = net.Listen("tcp6", "[fe80::5%v0]:0"); err != nil {
+		if httpLn, err = net.Listen("tcp6", local); err != nil {
 			t.Error(err)
 		}
 	})
@@ -114,9 +117,8 @@ listen "web" {
 	}
 }
 
-// linkLocal is ln's address as the namespace names it: ln.Addr() would
-// name the zone by this process's table of interfaces, the root
-// namespace's.
+// linkLocal is ln's address with the zone named as sluice's
+// configuration names it, by the interface's name.
 func linkLocal(ln net.Listener) string {
 	return fmt.Sprintf("[fe80::5%%v0]:%d", ln.Addr().(*net.TCPAddr).Port)
 }
