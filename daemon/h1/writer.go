@@ -2,7 +2,6 @@ package h1
 
 import (
 	"io"
-	"net"
 
 	"sluice/daemon/sock"
 )
@@ -12,10 +11,8 @@ import (
 // waiting (WriteFD): a message and the wait for its answer then go in one
 // round on the socket (see the HTTP proxy's replyWait).
 type Writer struct {
-	W    io.Writer
-	buf  []byte // len: the pending bytes
-	pair [2][]byte
-	vec  net.Buffers // pair, for one writev
+	W   io.Writer
+	buf []byte // len: the pending bytes
 }
 
 // NewWriter returns a Writer with a buffer of size bytes.
@@ -32,13 +29,9 @@ func (w *Writer) Buffered() []byte { return w.buf }
 func (w *Writer) AvailableBuffer() []byte { return w.buf[len(w.buf):] }
 
 // Write buffers p, sending what is pending first when p does not fit;
-// a p as large as the buffer goes straight to the connection, with what
-// is pending in the same system call.
+// a p as large as the buffer goes straight to the connection.
 func (w *Writer) Write(p []byte) (int, error) {
 	if len(w.buf)+len(p) > cap(w.buf) {
-		if len(w.buf) > 0 && len(p) >= cap(w.buf) {
-			return w.writeBoth(p)
-		}
 		if err := w.Flush(); err != nil {
 			return 0, err
 		}
@@ -48,21 +41,6 @@ func (w *Writer) Write(p []byte) (int, error) {
 	}
 	w.buf = append(w.buf, p...)
 	return len(p), nil
-}
-
-// writeBoth sends what is pending and then p with one writev on a
-// connection (net.Buffers), so that a message's head leaves with the
-// first part of a large body, as one burst, instead of alone.
-func (w *Writer) writeBoth(p []byte) (int, error) {
-	pending := len(w.buf)
-	w.pair = [2][]byte{w.buf, p}
-	w.vec = w.pair[:]
-	n, err := w.vec.WriteTo(w.W)
-	w.pair, w.vec, w.buf = [2][]byte{}, nil, w.buf[:0]
-	if err == nil && int(n) < pending+len(p) {
-		err = io.ErrShortWrite
-	}
-	return max(int(n)-pending, 0), err
 }
 
 // Flush sends what is pending. After an error the connection is done

@@ -65,25 +65,3 @@ func TestWriterWriteFD(t *testing.T) {
 		t.Fatalf("peer got %d bytes, not the %d written", len(b), len(msg))
 	}
 }
-
-// TestWriterPendingWithLargeWrite: on a connection, what is pending and a
-// write larger than the buffer leave together (one writev), in order, and
-// Write reports p's length.
-func TestWriterPendingWithLargeWrite(t *testing.T) {
-	c, peer := tcpPair(t)
-	w := NewWriter(64)
-	w.Reset(c)
-	w.Write([]byte("HTTP/1.1 200 OK\r\n\r\n"))
-	body := bytes.Repeat([]byte("b"), 1000)
-	if n, err := w.Write(body); n != len(body) || err != nil {
-		t.Fatalf("Write = %d, %v; want %d, nil", n, err, len(body))
-	}
-	if len(w.Buffered()) != 0 {
-		t.Fatalf("%d bytes still pending", len(w.Buffered()))
-	}
-	peer.SetReadDeadline(time.Now().Add(5 * time.Second))
-	got, _ := io.ReadAll(io.LimitReader(peer, int64(19+len(body))))
-	if want := "HTTP/1.1 200 OK\r\n\r\n" + string(body); string(got) != want {
-		t.Fatalf("peer got %d bytes %.40q..., want the head then the body", len(got), got)
-	}
-}
