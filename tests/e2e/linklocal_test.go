@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"sluice/tests/serve"
 )
 
 // TestLinkLocalServer: a server addressed by an IPv6 link-local address
@@ -45,16 +47,7 @@ func TestLinkLocalServer(t *testing.T) {
 		return
 	}
 	t.Cleanup(func() { tcpLn.Close(); httpLn.Close() })
-	go func() {
-		for {
-			c, err := tcpLn.Accept()
-			if err != nil {
-				return
-			}
-			io.WriteString(c, "greetings over link-local\n")
-			c.Close()
-		}
-	}()
+	serve.Each(tcpLn, func(c net.Conn) { io.WriteString(c, "greetings over link-local\n") })
 	go http.Serve(httpLn, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "served over link-local\n")
 	}))

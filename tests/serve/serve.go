@@ -4,14 +4,21 @@ package serve
 
 import "net"
 
-// Loopback listens on a free loopback port and serves every connection
-// with handle, each on a goroutine of its own, closing it once handle
-// returns. Closing the listener stops it.
+// Loopback listens on a free loopback port and serves it with Each.
+// Closing the listener stops it.
 func Loopback(handle func(net.Conn)) (net.Listener, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
+	Each(ln, handle)
+	return ln, nil
+}
+
+// Each serves every connection ln accepts with handle, each on a
+// goroutine of its own, closing it once handle returns, until ln is
+// closed.
+func Each(ln net.Listener, handle func(net.Conn)) {
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -21,5 +28,4 @@ func Loopback(handle func(net.Conn)) (net.Listener, error) {
 			go func() { defer c.Close(); handle(c) }()
 		}
 	}()
-	return ln, nil
 }
