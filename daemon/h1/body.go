@@ -23,6 +23,21 @@ type Reader struct {
 	// from it ends the copy (as a ReadError).
 	Check   func() error
 	checked time.Time // when Check was last called
+	// Pending, when set, is the writer a body copy from this reader
+	// writes to. Before the copy waits for more bytes it sends what
+	// Pending holds, so that a body that comes in small parts (a stream of
+	// events) reaches the peer as it comes, not once a buffer fills.
+	Pending interface{ Flush() error }
+}
+
+// flushPending sends what Pending holds, before a body copy reads more.
+func (r *Reader) flushPending() error {
+	if r.Pending != nil {
+		if err := r.Pending.Flush(); err != nil {
+			return &WriteError{err}
+		}
+	}
+	return nil
 }
 
 // CheckEvery is how often a body copy calls Reader.Check.
@@ -208,6 +223,9 @@ func copyN(w io.Writer, r *Reader, n int64, idle time.Duration) (int64, error) {
 	var done int64
 	for n < 0 || done < n {
 		if r.r == r.w {
+			if err := r.flushPending(); err != nil {
+				return done, err
+			}
 			err := r.fill(idle)
 			if err == io.EOF && n < 0 {
 				return done, nil
@@ -250,6 +268,9 @@ func (r *Reader) line(idle time.Duration) ([]byte, error) {
 		}
 		if r.w-r.r > 4096 {
 			return nil, &ReadError{ErrChunk}
+		}
+		if err := r.flushPending(); err != nil {
+			return nil, err
 		}
 		if err := r.fill(idle); err != nil {
 			if err == io.EOF {

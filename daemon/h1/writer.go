@@ -28,10 +28,26 @@ func (w *Writer) Buffered() []byte { return w.buf }
 // to append to and then Write.
 func (w *Writer) AvailableBuffer() []byte { return w.buf[len(w.buf):] }
 
+// PairSender is a connection that sends two slices as one write
+// (sock.SendNow), returning how much of both went.
+type PairSender interface {
+	Send(a, b []byte) (int, error)
+}
+
 // Write buffers p, sending what is pending first when p does not fit;
-// a p as large as the buffer goes straight to the connection.
+// a p as large as the buffer goes straight to the connection, together
+// with what is pending when the connection is a PairSender.
 func (w *Writer) Write(p []byte) (int, error) {
 	if len(w.buf)+len(p) > cap(w.buf) {
+		if ps, ok := w.W.(PairSender); ok && len(p) >= cap(w.buf) && len(w.buf) > 0 {
+			pending := len(w.buf)
+			n, err := ps.Send(w.buf, p)
+			w.buf = w.buf[:0]
+			if err == nil && n < pending+len(p) {
+				err = io.ErrShortWrite
+			}
+			return max(n-pending, 0), err
+		}
 		if err := w.Flush(); err != nil {
 			return 0, err
 		}

@@ -65,3 +65,37 @@ func TestWriterWriteFD(t *testing.T) {
 		t.Fatalf("peer got %d bytes, not the %d written", len(b), len(msg))
 	}
 }
+
+// pairRecorder is a connection that records how it was written to.
+type pairRecorder struct {
+	writes, sends [][]byte
+}
+
+func (p *pairRecorder) Write(b []byte) (int, error) {
+	p.writes = append(p.writes, append([]byte(nil), b...))
+	return len(b), nil
+}
+
+func (p *pairRecorder) Send(a, b []byte) (int, error) {
+	p.sends = append(p.sends, append(append([]byte(nil), a...), b...))
+	return len(a) + len(b), nil
+}
+
+// TestWriterPairSender: on a connection that sends two slices as one
+// write, what is pending goes with a large write instead of before it.
+func TestWriterPairSender(t *testing.T) {
+	var dst pairRecorder
+	w := NewWriter(8)
+	w.Reset(&dst)
+	w.Write([]byte("head"))
+	if n, err := w.Write([]byte("0123456789")); n != 10 || err != nil {
+		t.Fatalf("Write: %d, %v", n, err)
+	}
+	if len(dst.writes) != 0 || len(dst.sends) != 1 || string(dst.sends[0]) != "head0123456789" || len(w.Buffered()) != 0 {
+		t.Fatalf("writes %q, sends %q, pending %q; want one send of head0123456789", dst.writes, dst.sends, w.Buffered())
+	}
+	w.Write([]byte("0123456789")) // nothing pending: a plain write
+	if len(dst.writes) != 1 || len(dst.sends) != 1 {
+		t.Fatalf("writes %q, sends %q; want the second large write alone", dst.writes, dst.sends)
+	}
+}

@@ -109,7 +109,7 @@ type timedSend struct {
 	// every h1.CheckEvery and ends with errAnswered when there is one (the
 	// body copy itself looks too: exchange.answered).
 	toServer bool
-	p        []byte // being written by run
+	p, p2    []byte // being written by run
 	n        int
 	err      error
 	step     func(fd uintptr) bool // run, bound once: no allocation per write
@@ -123,18 +123,45 @@ func (w *timedSend) reset(c net.Conn, rc syscall.RawConn, idle time.Duration) {
 }
 
 func (w *timedSend) Write(p []byte) (int, error) {
-	w.p, w.n, w.err = p, 0, nil
-	err := w.rc.Write(w.step)
-	n, werr := w.n, w.err
-	w.p = nil
-	if err == nil {
-		err = werr
-	}
+	n, err := w.now(p, nil)
 	if err != nil || n == len(p) {
 		return n, err
 	}
-	// Wait for room, up to idle; a server is looked at every CheckEvery
-	// meanwhile, in case it has answered.
+	return w.wait(p, n)
+}
+
+// Send is Write for a then b in one write (h1.PairSender), for a head
+// and the large body part that follows it.
+func (w *timedSend) Send(a, b []byte) (int, error) {
+	n, err := w.now(a, b)
+	if err != nil || n == len(a)+len(b) {
+		return n, err
+	}
+	if n < len(a) {
+		if n, err = w.wait(a, n); err != nil {
+			return n, err
+		}
+	}
+	m, err := w.wait(b, n-len(a))
+	return len(a) + m, err
+}
+
+// now writes p (then p2) as far as the socket takes them at once.
+func (w *timedSend) now(p, p2 []byte) (int, error) {
+	w.p, w.p2, w.n, w.err = p, p2, 0, nil
+	err := w.rc.Write(w.step)
+	n, werr := w.n, w.err
+	w.p, w.p2 = nil, nil
+	if err == nil {
+		err = werr
+	}
+	return n, err
+}
+
+// wait writes the rest of p, from n on, waiting for room up to idle; a
+// server is looked at every CheckEvery meanwhile, in case it has
+// answered. It returns how much of p is written in all.
+func (w *timedSend) wait(p []byte, n int) (int, error) {
 	var end time.Time
 	if w.idle > 0 {
 		end = time.Now().Add(w.idle)
@@ -179,7 +206,11 @@ func (w *timedSend) answered() bool {
 // run is the RawConn.Write callback of Write: it writes what the socket
 // takes now and never waits.
 func (w *timedSend) run(fd uintptr) bool {
-	w.n, w.err = sock.WriteNow(int(fd), w.p)
+	if w.p2 != nil {
+		w.n, w.err = sock.SendNow(int(fd), w.p, w.p2)
+	} else {
+		w.n, w.err = sock.WriteNow(int(fd), w.p)
+	}
 	return true
 }
 
@@ -1021,9 +1052,9 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 			*cw = h1.ChunkWriter{W: w} // nothing left from an aborted body
 			dst = cw
 		}
-		s.in.Check = x.answered
+		s.in.Check, s.in.Pending = x.answered, w
 		n, err := h1.Copy(dst, &s.in, body, ct.Client)
-		s.in.Check = nil
+		s.in.Check, s.in.Pending = nil, nil
 		f.Stats.BytesIn.Add(n)
 		be.Stats.BytesIn.Add(n)
 		srv.Stats.BytesIn.Add(n)
@@ -1165,7 +1196,9 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 		dst = zw
 		f.Stats.Compressed.Add(1)
 	}
+	rd.Pending = out
 	n, err := h1.Copy(dst, rd, rbody, bt.Server)
+	rd.Pending = nil
 	if err == nil && zw != nil {
 		err = zw.Close()
 	}

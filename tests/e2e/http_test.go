@@ -700,6 +700,84 @@ func TestHTTPTrailers(t *testing.T) {
 	}
 }
 
+// TestHTTPStreamedBody: a body that comes in parts reaches the other side
+// part by part, not once it is whole or a buffer fills: an event stream
+// or a long poll through sluice works. Each case sends a first part, and
+// the rest only once the first has arrived on the far side.
+func TestHTTPStreamedBody(t *testing.T) {
+	t.Parallel()
+	web := newWebServer(t, "web")
+	release := make(chan struct{}, 2)
+	uploadPart := make(chan string, 1)
+	web.handler = func(rw http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/up":
+			part := make([]byte, 5)
+			io.ReadFull(r.Body, part)
+			uploadPart <- string(part)
+			io.Copy(io.Discard, r.Body)
+			return
+		case "/length":
+			rw.Header().Set("Content-Length", "10")
+		}
+		rw.Write([]byte("first"))
+		rw.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-time.After(10 * time.Second):
+		}
+		rw.Write([]byte("after"))
+	}
+	port, _ := proxyTo(t, web.addr, "")
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	for _, path := range []string{"/length", "/chunked"} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path)
+		c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		var got []byte
+		buf := make([]byte, 4096)
+		for !bytes.Contains(got, []byte("first")) {
+			n, err := c.Read(buf)
+			got = append(got, buf[:n]...)
+			if err != nil {
+				t.Fatalf("%s: the first part did not come while the server held the rest: got %q (%v)", path, got, err)
+			}
+		}
+		release <- struct{}{}
+		for !bytes.Contains(got, []byte("after")) {
+			n, err := c.Read(buf)
+			got = append(got, buf[:n]...)
+			if err != nil {
+				t.Fatalf("%s: the rest did not come: got %q (%v)", path, got, err)
+			}
+		}
+	}
+
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nfirst")
+	select {
+	case part := <-uploadPart:
+		if part != "first" {
+			t.Errorf("the server read %q, want first", part)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the first part of the upload did not reach the server while the client held the rest")
+	}
+	io.WriteString(c, "after")
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("upload: %v %v", resp, err)
+	}
+}
+
 // TestHTTPCompression compresses text for clients that accept gzip and
 // leaves the rest alone.
 func TestHTTPCompression(t *testing.T) {
