@@ -5,9 +5,13 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"sluice/daemon/sock"
 )
 
 // Reader is a connection with a read buffer. Heads are parsed in the
@@ -16,6 +20,9 @@ import (
 // connection holds none.
 type Reader struct {
 	Conn net.Conn
+	// Raw, when set, is Conn's raw connection: reads go through it as
+	// raw system calls (see package sock), and Conn serves for deadlines.
+	Raw  syscall.RawConn
 	Buf  []byte // nil while released
 	r, w int
 	// Check, when set, is called about every CheckEvery while a body is
@@ -28,6 +35,10 @@ type Reader struct {
 	// Pending holds, so that a body that comes in small parts (a stream of
 	// events) reaches the peer as it comes, not once a buffer fills.
 	Pending interface{ Flush() error }
+
+	rawStep func(fd uintptr) bool
+	n       int // what readStep read
+	err     error
 }
 
 // flushPending sends what Pending holds, before a body copy reads more.
@@ -59,8 +70,8 @@ func (r *Reader) due() error {
 func (r *Reader) Buffered() []byte { return r.Buf[r.r:r.w] }
 
 // Reset forgets what is buffered, for a buffer moving to another
-// connection.
-func (r *Reader) Reset(c net.Conn) { r.Conn, r.r, r.w = c, 0, 0 }
+// connection; rc is c's raw connection, or nil.
+func (r *Reader) Reset(c net.Conn, rc syscall.RawConn) { r.Conn, r.Raw, r.r, r.w = c, rc, 0, 0 }
 
 // Discard consumes n buffered bytes.
 func (r *Reader) Discard(n int) {
@@ -80,7 +91,13 @@ func (r *Reader) Fill() (int, error) {
 	if r.w == len(r.Buf) {
 		return 0, io.ErrShortBuffer
 	}
-	n, err := r.Conn.Read(r.Buf[r.w:])
+	var n int
+	var err error
+	if r.Raw != nil {
+		n, err = r.readRaw()
+	} else {
+		n, err = r.Conn.Read(r.Buf[r.w:])
+	}
 	r.w += n
 	if n > 0 {
 		err = nil
@@ -88,13 +105,39 @@ func (r *Reader) Fill() (int, error) {
 	return n, err
 }
 
+// readRaw is Conn.Read through Raw: one raw read (sock.Read) each time
+// the socket is readable, within Conn's read deadline.
+func (r *Reader) readRaw() (int, error) {
+	if r.rawStep == nil {
+		r.rawStep = r.readStep // bound once: no allocation per read
+	}
+	r.n, r.err = 0, nil
+	if err := r.Raw.Read(r.rawStep); err != nil {
+		return 0, err
+	}
+	return r.n, r.err
+}
+
+// readStep is the RawConn.Read callback of readRaw.
+func (r *Reader) readStep(fd uintptr) bool {
+	n, err := sock.Read(int(fd), r.Buf[r.w:])
+	switch {
+	case err == unix.EAGAIN:
+		return false
+	case err != nil:
+		r.err = os.NewSyscallError("read", err)
+	case n == 0:
+		r.err = io.EOF
+	}
+	r.n = n
+	return true
+}
+
 // ReadFD reads from the socket fd into the buffer with one read(2), for
 // callers that wait for readability themselves (syscall.RawConn).
 func (r *Reader) ReadFD(fd uintptr) (int, error) {
-	n, err := unix.Read(int(fd), r.Buf[r.w:])
-	if n > 0 {
-		r.w += n
-	}
+	n, err := sock.Read(int(fd), r.Buf[r.w:])
+	r.w += n
 	return n, err
 }
 

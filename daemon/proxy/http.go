@@ -311,8 +311,8 @@ func (f *Frontend) httpSession(c *net.TCPConn) {
 	f.process.Stats.Open()
 	f.Stats.Open()
 	s := &httpSession{f: f, c: c, client: addrPort(c.RemoteAddr()), dst: addrPort(c.LocalAddr()), accept: time.Now()}
-	s.in.Conn = c
 	s.rc, _ = c.SyscallConn()
+	s.in.Conn, s.in.Raw = c, s.rc
 	s.readable = s.wait
 	s.tryRead = s.try
 	// Stopping (a reload) closes idle keep-alive connections at once;
@@ -420,7 +420,7 @@ func (s *httpSession) release() {
 	x.srvOut.Reset(nil)
 	x.toClient.reset(nil, nil, 0)
 	x.toServer.reset(nil, nil, 0)
-	x.srv.Reset(nil)
+	x.srv.Reset(nil, nil)
 	// The parsed heads keep their slices: they point only into pooled
 	// buffers and configuration strings, and the next parse resets them.
 	exchanges.Put(x)
@@ -1108,7 +1108,8 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 
 	// The response head, after any interim 1xx responses.
 	rd := &x.srv
-	rd.Reset(sc.TCPConn) // whatever an aborted exchange left is not this server's
+	rc, _ := sc.RawConn()
+	rd.Reset(sc.TCPConn, rc) // whatever an aborted exchange left is not this server's
 	lim := h1.Limits{MaxHeaderSize: max(f.Config.HTTP.MaxHeaderSize, 15*1024), MaxHeaders: 128}
 	resp := &x.resp
 	for {

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sluice/daemon/park"
+	"sluice/daemon/sock"
 )
 
 // Tunnel timeouts; zero means none.
@@ -409,7 +410,7 @@ func (p *pump) burst(inline bool) error {
 		// Known before the read: the end of stream was then queued
 		// behind whatever the read takes.
 		fin := p.fin.Load()
-		r, err := unix.Read(p.src, buf[:])
+		r, err := sock.Read(p.src, buf[:])
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -450,9 +451,9 @@ func (p *pump) write(b []byte, more, inline bool) (int, error) {
 		var n int
 		var err error
 		if more {
-			n, err = unix.SendmsgN(p.dst, b[sent:], nil, nil, unix.MSG_MORE|unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+			n, err = sock.Send(p.dst, b[sent:], unix.MSG_MORE)
 		} else {
-			n, err = unix.Write(p.dst, b[sent:])
+			n, err = sock.Write(p.dst, b[sent:])
 		}
 		switch {
 		case err == nil:
@@ -500,7 +501,7 @@ func (p *pump) splice() error {
 		if p.tn.term.Load() != 0 {
 			return errAgain // aborted: park ends the direction
 		}
-		n, err := unix.Splice(p.src, nil, pp.w, nil, pipeSize, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
+		n, err := sock.Splice(p.src, pp.w, pipeSize, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -523,7 +524,7 @@ func (p *pump) splice() error {
 // when it is full.
 func (p *pump) drain(pp *pipe) error {
 	for pp.pending > 0 {
-		n, err := unix.Splice(pp.r, nil, p.dst, nil, pp.pending, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
+		n, err := sock.Splice(pp.r, p.dst, pp.pending, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
 		switch {
 		case err == nil:
 			pp.pending -= int(n)

@@ -12,12 +12,10 @@ import (
 // socket is full (EAGAIN).
 func WriteNow(fd int, p []byte) (n int, err error) {
 	for n < len(p) {
-		m, e := unix.Write(fd, p[n:])
-		if m > 0 {
-			n += m
-		}
+		m, e := Write(fd, p[n:])
+		n += m
 		switch e {
-		case nil, unix.EINTR:
+		case nil:
 			continue
 		case unix.EAGAIN:
 			return n, nil
@@ -50,7 +48,7 @@ func SendNow(fd int, a, b []byte) (n int, err error) {
 		}
 		msg.Iov = &iov[0]
 		msg.SetIovlen(cnt)
-		m, _, e := unix.Syscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+		m, _, e := unix.RawSyscall(unix.SYS_SENDMSG, uintptr(fd), uintptr(unsafe.Pointer(&msg)), unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
 		switch e {
 		case 0:
 			n += int(m)
