@@ -19,6 +19,24 @@ import (
 type compressor interface {
 	io.WriteCloser
 	Reset(io.Writer)
+	Flush() error
+}
+
+// compressedOut is the response body's Pending while it is compressed:
+// before the copy waits for more of the body, what the compressor holds
+// goes out too (a sync flush, as HAProxy flushes its compressor at the end
+// of each buffer), so that a compressed stream of events is not held until
+// the response ends.
+type compressedOut struct {
+	z   compressor
+	out *h1.Writer
+}
+
+func (c *compressedOut) Flush() error {
+	if err := c.z.Flush(); err != nil {
+		return err
+	}
+	return c.out.Flush()
 }
 
 // coding is one content-coding sluice can produce.

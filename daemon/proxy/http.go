@@ -84,6 +84,7 @@ type exchange struct {
 	capture     [512]byte
 	caps        [2][8][]byte
 	cw, rcw     h1.ChunkWriter   // request and response chunk framing
+	zout        compressedOut    // a compressed response's Pending
 	be          *backend.Backend // chosen for this request; nil before
 	reply       replyWait
 	toClient    timedSend // what out sends on
@@ -1192,12 +1193,14 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 		dst = cw
 	}
 	var zw compressor
+	rd.Pending = out
 	if gz {
 		zw = zc.get(dst)
 		dst = zw
 		f.Stats.Compressed.Add(1)
+		x.zout = compressedOut{zw, out}
+		rd.Pending = &x.zout
 	}
-	rd.Pending = out
 	n, err := h1.Copy(dst, rd, rbody, bt.Server)
 	rd.Pending = nil
 	if err == nil && zw != nil {
@@ -1205,6 +1208,7 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 	}
 	if zw != nil {
 		zc.put(zw)
+		x.zout = compressedOut{}
 	}
 	if err == nil && outChunked {
 		err = cw.Close()

@@ -779,13 +779,23 @@ func TestHTTPStreamedBody(t *testing.T) {
 }
 
 // TestHTTPCompression compresses text for clients that accept gzip and
-// leaves the rest alone.
+// leaves the rest alone; a compressed stream still comes part by part.
 func TestHTTPCompression(t *testing.T) {
 	t.Parallel()
 	page := strings.Repeat("<p>sluice compresses this page</p>\n", 400)
 	web := newWebServer(t, "web")
+	release := make(chan struct{})
 	web.handler = func(rw http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
+		case "/events":
+			rw.Header().Set("Content-Type", "text/plain")
+			io.WriteString(rw, "data: first\n\n")
+			rw.(http.Flusher).Flush()
+			select {
+			case <-release:
+			case <-time.After(10 * time.Second):
+			}
+			io.WriteString(rw, "data: after\n\n")
 		case "/page":
 			rw.Header().Set("Content-Type", "text/html; charset=utf-8")
 			io.WriteString(rw, page)
@@ -833,6 +843,32 @@ func TestHTTPCompression(t *testing.T) {
 		if resp.Header.Get("Content-Encoding") != "" {
 			t.Errorf("%s with Accept-Encoding %q was compressed", tc.path, tc.ae)
 		}
+	}
+
+	// The server sends the first event and holds the second until the
+	// client has decompressed the first.
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET /events HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n")
+	c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	resp, err = http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.Header.Get("Content-Encoding") != "gzip" {
+		t.Fatalf("event stream not compressed: %v %v", resp, err)
+	}
+	zr, err = gzip.NewReader(resp.Body)
+	if err != nil {
+		t.Fatalf("the compressed stream's header did not come while the server held the rest: %v", err)
+	}
+	first := make([]byte, len("data: first\n\n"))
+	if _, err := io.ReadFull(zr, first); err != nil || string(first) != "data: first\n\n" {
+		t.Fatalf("the first event did not come while the server held the rest: %q %v", first, err)
+	}
+	close(release)
+	if rest, err := io.ReadAll(zr); err != nil || string(rest) != "data: after\n\n" {
+		t.Errorf("the rest of the stream: %q %v", rest, err)
 	}
 }
 
