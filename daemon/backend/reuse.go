@@ -5,8 +5,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"sluice/daemon/sock"
 )
 
@@ -55,7 +53,7 @@ func (c *Conn) Close() error {
 	if c.TCPConn != nil {
 		err = c.TCPConn.Close()
 	} else {
-		err = unix.Close(c.FD)
+		err = sock.Close(c.FD)
 	}
 	c.release()
 	c.backend.Release(c.Server)

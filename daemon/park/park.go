@@ -16,6 +16,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"sluice/daemon/sock"
 )
 
 // Event says what a socket may have become.
@@ -190,7 +192,7 @@ func (p *Poller) run(keep *os.File) {
 	// again, and an event arriving meanwhile still wakes it.
 	wait := func(fd uintptr) bool {
 		for {
-			n, err := unix.EpollWait(int(fd), events, 0)
+			n, err := sock.EpollPoll(int(fd), events)
 			switch {
 			case err == unix.EINTR:
 				continue

@@ -465,7 +465,7 @@ func (s *session) finish() {
 	if s.c != nil {
 		s.c.Close()
 	} else {
-		unix.Close(s.fd)
+		sock.Close(s.fd)
 	}
 	e.Client = s.client
 	e.Tt = stats.Since(e.Accept)

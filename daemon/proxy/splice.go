@@ -4,6 +4,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"sluice/daemon/sock"
 )
 
 // A bulk direction moves its bytes with splice(2) through a pipe: socket
@@ -62,6 +64,6 @@ func putPipe(p *pipe) {
 		}
 		pipes.mu.Unlock()
 	}
-	unix.Close(p.r)
-	unix.Close(p.w)
+	sock.Close(p.r)
+	sock.Close(p.w)
 }

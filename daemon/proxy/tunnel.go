@@ -291,7 +291,7 @@ func (p *pump) run(inline bool) {
 			// already has, the close about to come says the same.
 			p.eof.Store(true)
 			if !p.other.eof.Load() {
-				unix.Shutdown(p.dst, unix.SHUT_WR)
+				sock.Shutdown(p.dst, unix.SHUT_WR)
 			}
 			p.tn.end(p)
 			return

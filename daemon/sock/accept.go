@@ -12,11 +12,12 @@ import (
 // (SOCK_NONBLOCK, SOCK_CLOEXEC) and returns it with the peer's address.
 // x/sys/unix's Accept4 also asks the listener for its protocol
 // (getsockopt SO_PROTOCOL), one more system call per connection, and
-// allocates the address.
+// allocates the address. The call is raw (see rawctl.go): the listener
+// is non-blocking.
 func Accept4(fd int, flags int) (int, netip.AddrPort, error) {
 	var rsa unix.RawSockaddrAny
 	n := uint32(unix.SizeofSockaddrAny)
-	r, _, errno := unix.Syscall6(unix.SYS_ACCEPT4, uintptr(fd), uintptr(unsafe.Pointer(&rsa)),
+	r, _, errno := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(fd), uintptr(unsafe.Pointer(&rsa)),
 		uintptr(unsafe.Pointer(&n)), uintptr(flags), 0, 0)
 	if errno != 0 {
 		return -1, netip.AddrPort{}, errno
@@ -38,7 +39,8 @@ func addrPort(rsa *unix.RawSockaddrAny) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-// port converts a port in network byte order, as the kernel stores it.
+// port converts a port between host and network byte order (the same
+// swap both ways).
 func port(p uint16) uint16 {
 	var b [2]byte
 	*(*uint16)(unsafe.Pointer(&b[0])) = p

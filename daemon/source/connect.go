@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"sluice/daemon/sock"
 )
 
 // Watcher follows a socket through a non-blocking connect, in an event
@@ -39,10 +41,10 @@ func Connect(b Bind, raddr netip.AddrPort, timeout time.Duration, w Watcher) (in
 		return -1, os.NewSyscallError("socket", err)
 	}
 	fail := func(call string, err error) (int, error) {
-		unix.Close(fd)
+		sock.Close(fd)
 		return -1, fmt.Errorf("connect to %s: %w", raddr, os.NewSyscallError(call, err))
 	}
-	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+	if err := sock.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
 		return fail("setsockopt", err)
 	}
 	if b.Local.IsValid() {
@@ -57,12 +59,12 @@ func Connect(b Bind, raddr netip.AddrPort, timeout time.Duration, w Watcher) (in
 			return fail("bind", err)
 		}
 	}
-	sa := sockaddr(raddr)
-	if err := unix.Connect(fd, sa); err != nil && err != unix.EINPROGRESS {
+	scope := zoneIndex(raddr.Addr())
+	if err := sock.Connect(fd, raddr, scope); err != nil && err != unix.EINPROGRESS {
 		return fail("connect", err)
 	}
 	if err := w.Watch(fd); err != nil {
-		unix.Close(fd)
+		sock.Close(fd)
 		return -1, err
 	}
 	var deadline time.Time
@@ -72,13 +74,13 @@ func Connect(b Bind, raddr netip.AddrPort, timeout time.Duration, w Watcher) (in
 	for {
 		// A second connect tells the outcome: done (EISCONN on some
 		// kernels), still under way, or the attempt's error.
-		switch err := unix.Connect(fd, sa); err {
+		switch err := sock.Connect(fd, raddr, scope); err {
 		case nil, unix.EISCONN:
 			return fd, nil
 		case unix.EALREADY, unix.EINPROGRESS, unix.EINTR:
 			if !w.Wait(deadline) {
 				w.Forget()
-				unix.Close(fd)
+				sock.Close(fd)
 				return -1, fmt.Errorf("connect to %s: %w", raddr, os.ErrDeadlineExceeded)
 			}
 		default:
@@ -93,13 +95,17 @@ func sockaddr(ap netip.AddrPort) unix.Sockaddr {
 	if a := ap.Addr(); a.Is4() {
 		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.As4()}
 	}
-	sa := &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
-	if zone := ap.Addr().Zone(); zone != "" {
+	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16(), ZoneId: zoneIndex(ap.Addr())}
+}
+
+// zoneIndex is the interface index of a's zone (fe80::1%eth0), 0 for none.
+func zoneIndex(a netip.Addr) uint32 {
+	if zone := a.Zone(); zone != "" {
 		if ifi, err := net.InterfaceByName(zone); err == nil {
-			sa.ZoneId = uint32(ifi.Index)
+			return uint32(ifi.Index)
 		}
 	}
-	return sa
+	return 0
 }
 
 // AddrPort converts a socket address from accept or getsockname; the zero
