@@ -105,8 +105,22 @@ func (p *Poller) Add(fd int, w Waiter) (Key, error) {
 // told as well when it may have room to send again (edge-triggered, so
 // after a write that found it full), or finished connecting.
 func (p *Poller) AddRW(fd int, w Waiter) (Key, error) {
-	return p.add(fd, w, unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET)
+	return p.add(fd, w, readWrite)
 }
+
+// WantRoom extends k, a registration of fd made with Add, to AddRW's, for
+// a socket whose write has just found it full. Registering for room
+// only then, as HAProxy subscribes to sending, saves a wake-up per
+// socket: a socket added while it has room (a connected one) is reported
+// ready at once, through the poller's and Go's epoll sets, for nothing.
+// An event for room that came meanwhile is reported.
+func (p *Poller) WantRoom(k Key, fd int) error {
+	ev := unix.EpollEvent{Events: readWrite}
+	setKey(&ev, k)
+	return os.NewSyscallError("epoll_ctl", unix.EpollCtl(p.epfd, unix.EPOLL_CTL_MOD, fd, &ev))
+}
+
+const readWrite = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
 
 func (p *Poller) add(fd int, w Waiter, events uint32) (Key, error) {
 	p.mu.Lock()
@@ -326,6 +340,12 @@ func (s *Set) Remove(k Key) {
 		p, pk := s.shard(k)
 		p.Remove(pk)
 	}
+}
+
+// WantRoom extends the registration k of fd; see Poller.WantRoom.
+func (s *Set) WantRoom(k Key, fd int) error {
+	p, pk := s.shard(k)
+	return p.WantRoom(pk, fd)
 }
 
 // RemoveWait ends the registration k; see Poller.RemoveWait.

@@ -175,20 +175,9 @@ func TestWritableAfterFull(t *testing.T) {
 		t.Fatalf("first event %b, want writable only (room to send, nothing to read)", ev)
 	}
 	quiet(t, w, "nothing new (edge-triggered)")
-	chunk := make([]byte, 64<<10)
-	for {
-		if _, err := unix.Write(a, chunk); err == unix.EAGAIN {
-			break
-		} else if err != nil {
-			t.Fatal(err)
-		}
-	}
+	fill(t, a)
 	quiet(t, w, "a full socket")
-	for {
-		if _, err := unix.Read(b, chunk); err == unix.EAGAIN {
-			break
-		}
-	}
+	drain(b)
 	select {
 	case ev := <-w:
 		if ev&Writable == 0 {
@@ -209,5 +198,81 @@ func TestWritableAfterFull(t *testing.T) {
 		case <-deadline:
 			t.Fatal("no hangup on the peer's close")
 		}
+	}
+}
+
+// fill writes to fd until its send buffer is full; drain reads fd until
+// it has nothing queued.
+func fill(t *testing.T, fd int) {
+	t.Helper()
+	chunk := make([]byte, 64<<10)
+	for {
+		if _, err := unix.Write(fd, chunk); err == unix.EAGAIN {
+			return
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func drain(fd int) {
+	chunk := make([]byte, 64<<10)
+	for {
+		if _, err := unix.Read(fd, chunk); err != nil {
+			return
+		}
+	}
+}
+
+func TestWantRoom(t *testing.T) {
+	p, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := socketPair(t)
+	w := make(waiter, 64)
+	k, err := p.Add(a, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Registered for reading only: a socket with room is not reported.
+	quiet(t, w, "room on a socket added for reading")
+	fill(t, a)
+	drain(b)
+	quiet(t, w, "room made before WantRoom")
+
+	// Room that came before WantRoom is reported by it...
+	if err := p.WantRoom(k, a); err != nil {
+		t.Fatal(err)
+	}
+	if ev := wait1(t, w, "room made before WantRoom, once asked for"); ev&Writable == 0 || ev&Readable != 0 {
+		t.Fatalf("event %b, want writable only", ev)
+	}
+	// ...and room made after a write found the socket full again.
+	fill(t, a)
+	quiet(t, w, "a full socket")
+	drain(b)
+	if ev := wait1(t, w, "room after WantRoom"); ev&Writable == 0 {
+		t.Fatalf("event %b after the peer read, want writable", ev)
+	}
+	// Reading is still reported, with the key kept.
+	drain(a)
+	for len(w) > 0 {
+		<-w
+	}
+	unix.Write(b, []byte("x"))
+	if ev := wait1(t, w, "bytes after WantRoom"); ev&Readable == 0 {
+		t.Fatalf("event %b, want readable", ev)
+	}
+}
+
+func wait1(t *testing.T, w waiter, what string) Event {
+	t.Helper()
+	select {
+	case ev := <-w:
+		return ev
+	case <-time.After(2 * time.Second):
+		t.Fatalf("no Ready for %s", what)
+		return 0
 	}
 }

@@ -91,6 +91,11 @@ type pump struct {
 	heldLast       bool
 	room           bool          // dst reported writable since the last wait
 	wake           chan struct{} // made when a write first waits for room
+	// dstRW: dst's registration reports room too. A socket is registered
+	// for reading only, as HAProxy subscribes, until a write finds it
+	// full (park.Poller.WantRoom); one watched while connecting is
+	// registered for both from the start.
+	dstRW bool
 }
 
 // errAgain ends a burst: the source has nothing more queued.
@@ -122,12 +127,14 @@ func (tn *tunnel) prepare() {
 // (source.Watcher), so that the registration made for it then is the
 // one the tunnel keeps.
 
-// Watch registers a connecting server socket.
+// Watch registers a connecting server socket, for reading and for room:
+// writable is how the connect's end is told.
 func (tn *tunnel) Watch(fd int) error {
 	p, err := poller()
 	if err == nil {
 		tn.down.key, err = p.AddRW(fd, &tn.down)
 	}
+	tn.up.dstRW = err == nil
 	return err
 }
 
@@ -140,7 +147,7 @@ func (tn *tunnel) Forget() {
 	if p, err := poller(); err == nil {
 		p.RemoveWait(tn.down.key)
 	}
-	tn.down.key = 0
+	tn.down.key, tn.up.dstRW = 0, false
 	tn.mu.Lock()
 	tn.down.pending, tn.up.room = false, false
 	tn.mu.Unlock()
@@ -167,7 +174,7 @@ func (tn *tunnel) start(client, server int, owner tunnelOwner) {
 	p, err := poller()
 	for _, pm := range [2]*pump{&tn.up, &tn.down} {
 		if err == nil && pm.key == 0 {
-			pm.key, err = p.AddRW(pm.src, pm)
+			pm.key, err = p.Add(pm.src, pm)
 		}
 	}
 	tn.mu.Lock()
@@ -476,6 +483,17 @@ func (p *pump) write(b []byte, more, inline bool) (int, error) {
 // waitRoom waits for the destination to have room, within the
 // inactivity limit.
 func (p *pump) waitRoom() error {
+	if !p.dstRW {
+		// The destination's registration is the other direction's.
+		pl, err := poller()
+		if err == nil {
+			err = pl.WantRoom(p.other.key, p.dst)
+		}
+		if err != nil {
+			return writeError{err}
+		}
+		p.dstRW = true
+	}
 	var deadline time.Time
 	if limit, _ := p.tn.limit(p); limit > 0 {
 		deadline = time.Now().Add(limit)

@@ -17,7 +17,7 @@ import (
 // enters Go's network poller.
 type Watcher interface {
 	// Watch registers fd to be told when it becomes writable; it is
-	// called once per attempt.
+	// called at most once per attempt, for a connect still under way.
 	Watch(fd int) error
 	// Wait blocks until the socket watched may have become writable, or
 	// the deadline (zero: none) passes: false.
@@ -27,10 +27,11 @@ type Watcher interface {
 }
 
 // Connect makes one connection attempt from b to raddr on a raw,
-// non-blocking socket with TCP_NODELAY, as HAProxy does: connect, watch,
-// then connect again to learn the outcome, which on loopback is known at
-// once. It returns the connected descriptor; on failure the socket is
-// closed. A timeout's error is os.ErrDeadlineExceeded (a net.Error).
+// non-blocking socket with TCP_NODELAY, as HAProxy does: connect, then
+// connect again to learn the outcome, which on loopback is known at once,
+// watching for the end only while it is not. It returns the connected
+// descriptor; on failure the socket is closed. A timeout's error is
+// os.ErrDeadlineExceeded (a net.Error).
 func Connect(b Bind, raddr netip.AddrPort, timeout time.Duration, w Watcher) (int, error) {
 	family := unix.AF_INET
 	if raddr.Addr().Is6() {
@@ -63,28 +64,36 @@ func Connect(b Bind, raddr netip.AddrPort, timeout time.Duration, w Watcher) (in
 	if err := sock.Connect(fd, raddr, scope); err != nil && err != unix.EINPROGRESS {
 		return fail("connect", err)
 	}
-	if err := w.Watch(fd); err != nil {
-		sock.Close(fd)
-		return -1, err
-	}
 	var deadline time.Time
-	if timeout > 0 {
-		deadline = time.Now().Add(timeout)
-	}
+	watched := false
 	for {
 		// A second connect tells the outcome: done (EISCONN on some
-		// kernels), still under way, or the attempt's error.
+		// kernels), still under way, or the attempt's error. On loopback
+		// it is done, and the socket is never watched for it.
 		switch err := sock.Connect(fd, raddr, scope); err {
 		case nil, unix.EISCONN:
 			return fd, nil
 		case unix.EALREADY, unix.EINPROGRESS, unix.EINTR:
+			if !watched {
+				// Watching reports a connect that ended meanwhile.
+				if err := w.Watch(fd); err != nil {
+					sock.Close(fd)
+					return -1, err
+				}
+				watched = true
+				if timeout > 0 {
+					deadline = time.Now().Add(timeout)
+				}
+			}
 			if !w.Wait(deadline) {
 				w.Forget()
 				sock.Close(fd)
 				return -1, fmt.Errorf("connect to %s: %w", raddr, os.ErrDeadlineExceeded)
 			}
 		default:
-			w.Forget()
+			if watched {
+				w.Forget()
+			}
 			return fail("connect", err)
 		}
 	}

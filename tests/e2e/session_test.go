@@ -127,6 +127,69 @@ func TestHalfClose(t *testing.T) {
 	d.waitLog(` fe be/s \d+/\d+/\d+ 65 -- `, 2*time.Second)
 }
 
+// TestStalledReaders has each side stop reading for a while, so that
+// sluice's writes find the other socket full and must wait for room, in
+// both directions: every byte still arrives once reading resumes.
+func TestStalledReaders(t *testing.T) {
+	t.Parallel()
+	const size = 16 << 20
+	const stall = 300 * time.Millisecond
+	payload := make([]byte, size)
+	rand.Read(payload)
+	want := fmt.Sprintf("%x", sha256.Sum256(payload))
+	b := newBackend(t, "s")
+	b.handle = func(c net.Conn) {
+		defer c.Close()
+		var what [1]byte
+		if _, err := io.ReadFull(c, what[:]); err != nil {
+			return
+		}
+		if what[0] == 'd' { // download: send, the client stalls
+			c.Write(payload)
+			return
+		}
+		time.Sleep(stall) // upload: stall, then read it all
+		h := sha256.New()
+		io.Copy(h, c)
+		fmt.Fprintf(c, "%x", h.Sum(nil))
+	}
+	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	d := startSluice(t, config(fe, servers(b)))
+
+	c, err := net.Dial("tcp", fe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("d"))
+	time.Sleep(stall)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("download after a stall: %v (%d of %d bytes)", err, len(got), size)
+	}
+	if digest := fmt.Sprintf("%x", sha256.Sum256(got)); len(got) != size || digest != want {
+		t.Errorf("download after a stall: %d bytes, digest %s; want %d, %s", len(got), digest, size, want)
+	}
+
+	c2, err := net.Dial("tcp", fe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	go func() {
+		c2.Write([]byte("u"))
+		c2.Write(payload)
+		c2.(*net.TCPConn).CloseWrite()
+	}()
+	c2.SetReadDeadline(time.Now().Add(10 * time.Second))
+	answer, err := io.ReadAll(c2)
+	if err != nil || string(answer) != want {
+		t.Errorf("upload to a stalled server: answer %q, %v; want %q", answer, err, want)
+	}
+	d.waitLog(` fe be/s \d+/\d+/\d+ 64 -- `, 2*time.Second)
+}
+
 func TestBadClientsDoNotDisturbOthers(t *testing.T) {
 	t.Parallel()
 	b := newBackend(t, "s")
