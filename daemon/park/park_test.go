@@ -245,14 +245,14 @@ func TestWantRoom(t *testing.T) {
 	if err := p.WantRoom(k, a); err != nil {
 		t.Fatal(err)
 	}
-	if ev := wait1(t, w, "room made before WantRoom, once asked for"); ev&Writable == 0 || ev&Readable != 0 {
+	if ev := nextEvent(t, w, "room made before WantRoom, once asked for"); ev&Writable == 0 || ev&Readable != 0 {
 		t.Fatalf("event %b, want writable only", ev)
 	}
 	// ...and room made after a write found the socket full again.
 	fill(t, a)
 	quiet(t, w, "a full socket")
 	drain(b)
-	if ev := wait1(t, w, "room after WantRoom"); ev&Writable == 0 {
+	if ev := nextEvent(t, w, "room after WantRoom"); ev&Writable == 0 {
 		t.Fatalf("event %b after the peer read, want writable", ev)
 	}
 	// Reading is still reported, with the key kept.
@@ -261,12 +261,12 @@ func TestWantRoom(t *testing.T) {
 		<-w
 	}
 	unix.Write(b, []byte("x"))
-	if ev := wait1(t, w, "bytes after WantRoom"); ev&Readable == 0 {
+	if ev := nextEvent(t, w, "bytes after WantRoom"); ev&Readable == 0 {
 		t.Fatalf("event %b, want readable", ev)
 	}
 }
 
-func wait1(t *testing.T, w waiter, what string) Event {
+func nextEvent(t *testing.T, w waiter, what string) Event {
 	t.Helper()
 	select {
 	case ev := <-w:
