@@ -458,7 +458,7 @@ func (s *httpSession) wait(fd uintptr) bool {
 	}
 	n, err := s.in.ReadFD(fd)
 	switch {
-	case err == unix.EAGAIN || err == unix.EINTR:
+	case err == unix.EAGAIN:
 		if s.x != nil {
 			s.release() // gives the buffer back too
 		} else {

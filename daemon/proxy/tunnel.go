@@ -419,8 +419,6 @@ func (p *pump) burst(inline bool) error {
 		fin := p.fin.Load()
 		r, err := sock.Read(p.src, buf[:])
 		switch {
-		case err == unix.EINTR:
-			continue
 		case err != nil || r == 0:
 			copyBufs.Put(buf)
 			switch {
@@ -467,7 +465,6 @@ func (p *pump) write(b []byte, more, inline bool) (int, error) {
 			if sent += n; sent == len(b) {
 				return sent, nil
 			}
-		case err == unix.EINTR:
 		case err == unix.EAGAIN && inline:
 			return sent, errHandOff
 		case err == unix.EAGAIN:
@@ -521,8 +518,6 @@ func (p *pump) splice() error {
 		}
 		n, err := sock.Splice(p.src, pp.w, pipeSize, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
 		switch {
-		case err == unix.EINTR:
-			continue
 		case err == unix.EAGAIN:
 			return errAgain // the pipe is empty: the source is drained
 		case err != nil:
@@ -546,7 +541,6 @@ func (p *pump) drain(pp *pipe) error {
 		switch {
 		case err == nil:
 			pp.pending -= int(n)
-		case err == unix.EINTR:
 		case err == unix.EAGAIN:
 			if err := p.waitRoom(); err != nil {
 				return err

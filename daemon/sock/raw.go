@@ -16,6 +16,8 @@ import (
 // puts aside stall for milliseconds. Raw calls took the 99th percentile of
 // 64 KB responses from 2.6 to 2.1 ms (docs/BENCHMARKS.md). A raw call holds
 // off a garbage collection's stop for its own length, tens of µs at most.
+// Read, Send and Splice retry a call a signal interrupted (EINTR), so
+// their callers never see it.
 
 // Read reads from the non-blocking socket fd once: n == 0 with a nil
 // error is the end of the stream; EAGAIN (bare errno) that nothing is
