@@ -145,7 +145,7 @@ func (b *Backend) Server(name string) *server.Server {
 // dialer chooses the sources of a server connection's attempts; release
 // gives the source port back once the connection is closed.
 type dialer interface {
-	Attempts(attempt func(source.Bind) error) (release func(), err error)
+	Attempts(a source.Attempter) (release func(), err error)
 }
 
 // target is how to reach one server.
@@ -259,6 +259,7 @@ type Conn struct {
 	quiet     bool
 	release   func()
 	backend   *Backend
+	dialing   dialing // while dial makes attempts
 }
 
 // Error is a failed attempt to reach a server, with HAProxy's termination
@@ -337,15 +338,16 @@ func (b *Backend) HashesRequest() bool { return b.reqKey }
 
 // Connect finds a server for a session from client and connects to it.
 func (b *Backend) Connect(ctx context.Context, client netip.AddrPort) (*Conn, *Error) {
-	return b.connect(ctx, b.ClientKey(client), Reuse{}, nil)
+	return b.connect(ctx, b.ClientKey(client), Reuse{}, nil, nil)
 }
 
 // ConnectFD is Connect on a raw socket that w follows through the
-// connect, outside Go's network poller: the Conn has FD and no TCPConn.
-// A w that is also a Queuer is told before the session waits in the
-// queue.
-func (b *Backend) ConnectFD(ctx context.Context, client netip.AddrPort, w source.Watcher) (*Conn, *Error) {
-	return b.connect(ctx, b.ClientKey(client), Reuse{}, w)
+// connect, outside Go's network poller: the Conn, into, has FD and no
+// TCPConn. into is the caller's (a TCP session holds its own), so that a
+// connection costs no allocation here. A w that is also a Queuer is told
+// before the session waits in the queue.
+func (b *Backend) ConnectFD(ctx context.Context, client netip.AddrPort, w source.Watcher, into *Conn) (*Conn, *Error) {
+	return b.connect(ctx, b.ClientKey(client), Reuse{}, w, into)
 }
 
 // Queuer is a connect watcher whose goroutine has work to hand over
@@ -364,10 +366,12 @@ type Reuse struct {
 // ConnectKey finds a server by key and connects to it, or reuses a
 // connection to that server as reuse allows.
 func (b *Backend) ConnectKey(ctx context.Context, key Key, reuse Reuse) (*Conn, *Error) {
-	return b.connect(ctx, key, reuse, nil)
+	return b.connect(ctx, key, reuse, nil, nil)
 }
 
-func (b *Backend) connect(ctx context.Context, key Key, reuse Reuse, w source.Watcher) (*Conn, *Error) {
+// connect makes a new connection in into, or in a new Conn when into is
+// nil, unless it reuses one.
+func (b *Backend) connect(ctx context.Context, key Key, reuse Reuse, w source.Watcher, into *Conn) (*Conn, *Error) {
 	t := b.Config.Timeouts
 	var c *Conn
 	var wait time.Duration
@@ -408,30 +412,52 @@ func (b *Backend) connect(ctx context.Context, key Key, reuse Reuse, w source.Wa
 		c.Wait, c.BeQueue, c.ConnectTime, c.Retries, c.Redispatched, c.Reused = wait, beQueue, 0, 0, false, true
 		return c, nil
 	}
-	return b.dial(ctx, key, s, &Conn{backend: b, FD: -1, Wait: wait, BeQueue: beQueue}, w)
+	if into == nil {
+		into = new(Conn)
+	}
+	*into = Conn{backend: b, FD: -1, Wait: wait, BeQueue: beQueue}
+	return b.dial(ctx, key, s, into, w)
+}
+
+// dialing is what the attempts of one dial share, kept in the Conn being
+// made, which the dialer is handed as its Attempter: a closure over them
+// would cost allocations on every connection.
+type dialing struct {
+	ctx     context.Context
+	to      *server.Server
+	timeout time.Duration
+	w       source.Watcher // nil: dial with Go's net
+}
+
+// connAttempt is a Conn as the source.Attempter of its own dial.
+type connAttempt Conn
+
+func (a *connAttempt) Attempt(bd source.Bind) (err error) {
+	c, d := (*Conn)(a), &a.dialing
+	if d.w == nil {
+		c.TCPConn, err = source.DialNet(d.ctx, bd, d.to.Addr(), d.timeout)
+		return err
+	}
+	raddr, ok := d.to.AddrPort()
+	if !ok {
+		_, err := netip.ParseAddrPort(d.to.Addr())
+		return err
+	}
+	c.FD, err = source.Connect(bd, raddr, d.timeout, d.w)
+	return err
 }
 
 // dial makes a new connection c to s (whose slot the caller holds), with
-// retries and redispatch. Apart from connect so that the variables its
-// attempt closure shares stay off the heap when a connection is reused.
+// retries and redispatch.
 func (b *Backend) dial(ctx context.Context, key Key, s *server.Server, c *Conn, w source.Watcher) (*Conn, *Error) {
 	t := b.Config.Timeouts
+	c.dialing = dialing{ctx: ctx, timeout: t.Connect, w: w}
+	defer func() { c.dialing = dialing{} }() // keep neither ctx nor w
 	for attempt := 0; ; attempt++ {
 		tg := b.targets[s]
 		dialStart := time.Now()
-		release, err := tg.dialer.Attempts(func(bd source.Bind) (err error) {
-			if w == nil {
-				c.TCPConn, err = source.DialNet(ctx, bd, s.Addr(), t.Connect)
-				return err
-			}
-			raddr, ok := s.AddrPort()
-			if !ok {
-				_, err := netip.ParseAddrPort(s.Addr())
-				return err
-			}
-			c.FD, err = source.Connect(bd, raddr, t.Connect, w)
-			return err
-		})
+		c.dialing.to = s
+		release, err := tg.dialer.Attempts((*connAttempt)(c))
 		if err == nil {
 			c.release, c.Server, c.SendProxy = release, s, tg.sendProxy
 			c.ConnectTime = time.Since(dialStart)

@@ -39,9 +39,12 @@ const (
 
 // Waiter is told when its socket may have become readable or writable.
 // Ready runs on the poller's goroutine: it must not block, and typically
-// starts a goroutine or notes the wake-up.
+// starts a goroutine or notes the wake-up. k is the registration the
+// event is for, the Key that Add returned: a waiter that is reused for a
+// new registration (a pooled session) tells a late event for its old one
+// by it.
 type Waiter interface {
-	Ready(ev Event)
+	Ready(k Key, ev Event)
 }
 
 // Key names one registration: a slot and its generation, which makes an
@@ -55,12 +58,17 @@ func (k Key) slot() (i, gen uint32) { return uint32(k) - 1, uint32(k >> 32) }
 
 // Poller is one epoll set and the goroutine that drains it.
 type Poller struct {
+	shard Key // the bits a Set adds to this poller's keys
 	epfd  int
 	rc    syscall.RawConn
 	mu    sync.Mutex
 	slots []slot
 	free  []uint32
 	calls []call // the batch being dispatched, on the poller's goroutine
+	// dispatching: a batch collected under mu is being told; retired
+	// waits for it to end (Retire).
+	dispatching       bool
+	retired, retired2 []Retiree
 	// telling is held while a batch's Ready calls run, for RemoveWait.
 	telling sync.Mutex
 }
@@ -168,6 +176,29 @@ func (p *Poller) Remove(k Key) {
 	p.mu.Unlock()
 }
 
+// A Retiree is told when a registration it had can report nothing more.
+type Retiree interface {
+	Retired()
+}
+
+// Retire is Remove, and tells r once no Ready for k can come any more:
+// at once, unless a batch collected before is being dispatched, then
+// after it. Unlike RemoveWait it never waits, so that it may be called
+// from a Ready; a waiter that is reused (a pooled session) waits for
+// Retired instead.
+func (p *Poller) Retire(k Key, r Retiree) {
+	p.Remove(k)
+	p.mu.Lock()
+	later := p.dispatching
+	if later {
+		p.retired = append(p.retired, r)
+	}
+	p.mu.Unlock()
+	if !later {
+		r.Retired()
+	}
+}
+
 // RemoveWait is Remove, then waits for a Ready under way to return, so
 // that none comes after it: for a waiter that is reused at once. It must
 // not be called from a Ready.
@@ -239,21 +270,32 @@ func (p *Poller) dispatch(events []unix.EpollEvent) {
 	for _, ev := range events {
 		i, gen := getKey(&ev).slot()
 		if s := p.slots[i]; s.gen == gen && s.w != nil {
-			calls = append(calls, call{s.w, event(ev.Events)})
+			calls = append(calls, call{s.w, getKey(&ev) | p.shard, event(ev.Events)})
 		}
 	}
+	p.dispatching = true
 	p.mu.Unlock()
 	p.telling.Lock()
 	for i, c := range calls {
-		c.w.Ready(c.ev)
+		c.w.Ready(c.k, c.ev)
 		calls[i] = call{} // keep no waiter alive
 	}
 	p.telling.Unlock()
+	p.mu.Lock()
+	p.dispatching = false
+	retired := p.retired
+	p.retired, p.retired2 = p.retired2[:0], retired
+	p.mu.Unlock()
+	for i, r := range retired {
+		r.Retired()
+		retired[i] = nil
+	}
 }
 
 // call is one Ready to make.
 type call struct {
 	w  Waiter
+	k  Key
 	ev Event
 }
 
@@ -300,11 +342,12 @@ const shardShift = 24
 func NewSet(n int) (*Set, error) {
 	n = min(max(n, 1), 256)
 	s := &Set{}
-	for range n {
+	for i := range n {
 		p, err := New()
 		if err != nil {
 			return nil, err
 		}
+		p.shard = Key(i) << shardShift
 		s.shards = append(s.shards, p)
 	}
 	return s, nil
@@ -346,6 +389,17 @@ func (s *Set) Remove(k Key) {
 func (s *Set) WantRoom(k Key, fd int) error {
 	p, pk := s.shard(k)
 	return p.WantRoom(pk, fd)
+}
+
+// Retire ends the registration k and tells r once it can report nothing
+// more; see Poller.Retire. A zero k tells r at once.
+func (s *Set) Retire(k Key, r Retiree) {
+	if k == 0 {
+		r.Retired()
+		return
+	}
+	p, pk := s.shard(k)
+	p.Retire(pk, r)
 }
 
 // RemoveWait ends the registration k; see Poller.RemoveWait.

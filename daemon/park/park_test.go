@@ -2,6 +2,7 @@ package park
 
 import (
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -10,7 +11,7 @@ import (
 
 type waiter chan Event
 
-func (w waiter) Ready(ev Event) { w <- ev }
+func (w waiter) Ready(_ Key, ev Event) { w <- ev }
 
 func socketPair(t *testing.T) (a, b int) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
@@ -274,5 +275,152 @@ func nextEvent(t *testing.T, w waiter, what string) Event {
 	case <-time.After(2 * time.Second):
 		t.Fatalf("no Ready for %s", what)
 		return 0
+	}
+}
+
+// keyWaiter records the keys its Ready calls carry.
+type keyWaiter chan Key
+
+func (w keyWaiter) Ready(k Key, _ Event) { w <- k }
+
+// Ready carries the Key that Add returned, a Set's shard bits included:
+// a pooled waiter tells its current registration's events by it.
+func TestReadyCarriesKey(t *testing.T) {
+	s, err := NewSet(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6 { // descriptors spread over the three pollers
+		a, b := socketPair(t)
+		w := make(keyWaiter, 8)
+		k, err := s.Add(a, w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		unix.Write(b, []byte("x"))
+		select {
+		case got := <-w:
+			if got != k {
+				t.Errorf("socket %d: Ready for key %#x, Add returned %#x", i, got, k)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatalf("socket %d: no Ready", i)
+		}
+	}
+}
+
+// batchLog is shared by the waiters of TestRetireAfterBatch.
+type batchLog struct {
+	mu      sync.Mutex
+	entries []string
+	p       *Poller
+	keys    map[string]Key
+	retired bool
+}
+
+func (l *batchLog) add(e string) {
+	l.mu.Lock()
+	l.entries = append(l.entries, e)
+	l.mu.Unlock()
+}
+
+func (l *batchLog) Retired() { l.add("retired") }
+
+// named is a waiter that logs its Ready calls; the first one of the two
+// retires the other's registration from inside its Ready.
+type named struct {
+	name, other string
+	l           *batchLog
+}
+
+func (w named) Ready(Key, Event) {
+	w.l.add(w.name)
+	w.l.mu.Lock()
+	first := !w.l.retired
+	w.l.retired = true
+	k := w.l.keys[w.other]
+	w.l.mu.Unlock()
+	if first {
+		w.l.p.Retire(k, w.l)
+	}
+}
+
+// gate is a waiter that holds the poller's goroutine in its first Ready
+// until released, so that the events that come meanwhile make one batch.
+type gate struct{ entered, release chan struct{} }
+
+func (g gate) Ready(Key, Event) {
+	select {
+	case g.entered <- struct{}{}:
+		<-g.release
+	default:
+	}
+}
+
+// A registration retired from inside a Ready may still have an event in
+// the batch under way: Retired is told only once that batch is done, so
+// that a waiter reused then (a pooled session) gets no late Ready.
+func TestRetireAfterBatch(t *testing.T) {
+	p, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := gate{make(chan struct{}), make(chan struct{})}
+	ga, gb := socketPair(t)
+	if _, err := p.Add(ga, g); err != nil {
+		t.Fatal(err)
+	}
+	l := &batchLog{p: p, keys: map[string]Key{}}
+	var peers []int
+	for _, n := range [][2]string{{"one", "two"}, {"two", "one"}} {
+		a, b := socketPair(t)
+		k, err := p.Add(a, named{n[0], n[1], l})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.keys[n[0]] = k
+		peers = append(peers, b)
+	}
+	unix.Write(gb, []byte("x"))
+	<-g.entered
+	for _, b := range peers {
+		unix.Write(b, []byte("x"))
+	}
+	close(g.release)
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		l.mu.Lock()
+		got := append([]string(nil), l.entries...)
+		l.mu.Unlock()
+		if len(got) == 3 {
+			if got[2] != "retired" {
+				t.Fatalf("calls %v: Retired was told before the batch's last Ready", got)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("calls %v, want both Ready calls of the batch, then Retired", got)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Outside a batch, Retired is told at once, and a zero Key retires
+// nothing but tells too.
+func TestRetireAtOnce(t *testing.T) {
+	s, err := NewSet(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := socketPair(t)
+	k, err := s.Add(a, make(waiter, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &batchLog{}
+	s.Retire(k, l)
+	s.Retire(0, l)
+	if len(l.entries) != 2 {
+		t.Fatalf("Retired told %d times, want 2 at once", len(l.entries))
 	}
 }

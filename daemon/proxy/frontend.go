@@ -285,19 +285,57 @@ type session struct {
 	c           *net.TCPConn   // nil for a raw socket
 	fd          int            // the client's socket
 	client, dst netip.AddrPort // dst: for a raw socket, looked up when sending a PROXY header
-	sc          *backend.Conn  // nil until connected
+	sc          *backend.Conn  // nil until connected; then &conn
+	conn        backend.Conn   // what sc points to, when connected here
 	beOpen      bool           // counted in the backend's sessions
 	tunneled    bool
 	e           logging.TCPEntry
 	tn          tunnel
+	// refs counts what may still reach the session: its own use, each
+	// registration not yet retired, and runtime commands holding it
+	// (Hold). The last Release returns it to sessionPool.
+	refs atomic.Int32
 }
+
+// sessionPool keeps ended sessions for new ones. A session is about 700
+// bytes with its tunnel and log entry: at tens of thousands of
+// connections a second, allocating each made Go's collector run a dozen
+// times a second.
+var sessionPool = sync.Pool{New: func() any { return new(session) }}
+
+// newSession takes a session from the pool, cleared but for its tunnel's
+// timer, which is bound to that tunnel.
+func newSession() *session {
+	s := sessionPool.Get().(*session)
+	timer := s.tn.timer
+	*s = session{}
+	s.tn.timer = timer
+	s.refs.Store(1)
+	return s
+}
+
+// Hold keeps s from being reused until Release, for a runtime command
+// that looks at it outside the server's lock (server.Sessions).
+func (s *session) Hold() { s.refs.Add(1) }
+
+// Release drops one of refs; the last returns s to the pool.
+func (s *session) Release() {
+	if s.refs.Add(-1) == 0 {
+		sessionPool.Put(s)
+	}
+}
+
+// Retired is told when one of the tunnel's registrations can report
+// nothing more.
+func (s *session) Retired() { s.Release() }
 
 // accept is the accept loop when f runs on the accepting goroutine; the
 // result tells whether the session handed accepting over.
 func (f *Frontend) session(a accepted, accept func() (accepted, error)) (handedOver bool) {
 	f.process.Stats.Open()
 	f.Stats.Open()
-	s := &session{f: f, c: a.c, fd: a.fd, client: a.peer, accept: accept}
+	s := newSession()
+	s.f, s.c, s.fd, s.client, s.accept = f, a.c, a.fd, a.peer, accept
 	if a.c != nil {
 		s.fd, s.client, s.dst = connFD(a.c), addrPort(a.c.RemoteAddr()), addrPort(a.c.LocalAddr())
 	}
@@ -306,14 +344,17 @@ func (f *Frontend) session(a accepted, accept func() (accepted, error)) (handedO
 		Accept: time.Now(), Frontend: f.Name, Backend: f.Backend.Name, Server: "<NOSRV>",
 		Tw: -1, Tc: -1, Term: [2]byte{'-', '-'},
 	}
-	if !s.setup() {
+	ok := s.setup()
+	// Read now: once started or finished, s may end and be reused.
+	handedOver = accept != nil && s.accept == nil
+	if !ok {
 		s.finish()
 	} else {
 		s.tunneled = true
 		s.sc.Server.Track(s)
 		s.tn.start(s.fd, s.sc.FD, s)
 	}
-	return accept != nil && s.accept == nil
+	return handedOver
 }
 
 // Queued runs before the session first waits (in the backend's queue,
@@ -386,7 +427,7 @@ func (s *session) setup() bool {
 	s.beOpen = true
 	// Not f.ctx: stopping to accept (a reload) must not abort sessions
 	// already accepted, even those still waiting for a server.
-	sc, cerr := be.ConnectFD(context.Background(), s.client, s)
+	sc, cerr := be.ConnectFD(context.Background(), s.client, s, &s.conn)
 	if cerr != nil {
 		e.Tw = cerr.Wait.Milliseconds()
 		e.Term = cerr.Term
@@ -452,11 +493,13 @@ func (s *session) finish() {
 		}
 	}
 	e.ActConn, e.FeConn, e.BeConn = f.process.Stats.Cur.Load(), f.Stats.Cur.Load(), be.Stats.Cur.Load()
+	s.refs.Add(2) // released as the registrations retire
+	if !s.tunneled {
+		s.tn.Forget() // the registration made while connecting
+	}
+	s.tn.retire(s)
 	if s.sc != nil {
 		e.SrvConn = s.sc.Server.Load()
-		if !s.tunneled {
-			s.tn.Forget() // the registration made while connecting
-		}
 		s.sc.Close()
 	}
 	if s.beOpen {
@@ -480,6 +523,9 @@ func (s *session) finish() {
 	f.process.Stats.Close()
 	f.release()
 	f.wg.Done()
+	if !s.tunneled || s.tn.reusable {
+		s.Release()
+	} // else an expire may still run: the collector takes s
 }
 
 func isTimeout(err error) bool {

@@ -137,7 +137,7 @@ func (s *httpSession) look() int {
 }
 
 // Ready is called by the poller when the client may have sent something.
-func (s *httpSession) Ready(park.Event) {
+func (s *httpSession) Ready(park.Key, park.Event) {
 	s.mu.Lock()
 	if !s.parked {
 		s.pending = true

@@ -48,7 +48,11 @@ type tunnel struct {
 	last     atomic.Int64 // unix nanoseconds of the last bytes moved either way
 	term     atomic.Uint32
 	up, down pump // client to server, server to client
+	// timer is kept when the session is reused (pooled): it calls expire
+	// on this same tunnel. armed: set in this use.
 	timer    *time.Timer
+	armed    bool
+	reusable bool // finish stopped the timer: no expire can still run
 	owner    tunnelOwner
 
 	mu   sync.Mutex // guards the pumps' state, pending and room, and live
@@ -131,10 +135,14 @@ func (tn *tunnel) prepare() {
 // writable is how the connect's end is told.
 func (tn *tunnel) Watch(fd int) error {
 	p, err := poller()
+	// Under the lock, so that a Ready for the new key waits until the
+	// pump knows it (see Ready).
+	tn.mu.Lock()
 	if err == nil {
 		tn.down.key, err = p.AddRW(fd, &tn.down)
 	}
 	tn.up.dstRW = err == nil
+	tn.mu.Unlock()
 	return err
 }
 
@@ -147,9 +155,9 @@ func (tn *tunnel) Forget() {
 	if p, err := poller(); err == nil {
 		p.RemoveWait(tn.down.key)
 	}
-	tn.down.key, tn.up.dstRW = 0, false
+	tn.up.dstRW = false
 	tn.mu.Lock()
-	tn.down.pending, tn.up.room = false, false
+	tn.down.key, tn.down.pending, tn.up.room = 0, false, false
 	tn.mu.Unlock()
 	tn.down.fin.Store(false)
 	tn.down.failed.Store(false)
@@ -169,15 +177,20 @@ func (tn *tunnel) start(client, server int, owner tunnelOwner) {
 	// direction can run and end as soon as its socket is added.
 	tn.live = 3
 	if d := tn.nextCheck(time.Now()); d > 0 {
-		tn.timer = time.AfterFunc(d, tn.expire)
+		if tn.timer == nil {
+			tn.timer = time.AfterFunc(d, tn.expire)
+		} else {
+			tn.timer.Reset(d)
+		}
+		tn.armed = true
 	}
 	p, err := poller()
+	tn.mu.Lock()
 	for _, pm := range [2]*pump{&tn.up, &tn.down} {
 		if err == nil && pm.key == 0 {
 			pm.key, err = p.Add(pm.src, pm)
 		}
 	}
-	tn.mu.Lock()
 	for _, pm := range [2]*pump{&tn.up, &tn.down} {
 		pm.state = parked
 		if pm.pending {
@@ -204,11 +217,20 @@ func (tn *tunnel) result() (in, out int64, term [2]byte) {
 
 // Ready is called by the poller when p's source may be readable or
 // writable.
-func (p *pump) Ready(ev park.Event) {
+func (p *pump) Ready(k park.Key, ev park.Event) {
+	tn := p.tn
+	tn.mu.Lock()
+	if k != p.key {
+		// For a registration removed since: its session has ended, and
+		// this one (pooled) may be another's.
+		tn.mu.Unlock()
+		return
+	}
 	if ev&park.Writable != 0 {
-		p.other.roomReady()
+		p.other.noteRoom()
 	}
 	if ev&park.Readable == 0 {
+		tn.mu.Unlock()
 		return
 	}
 	if ev&park.Error != 0 {
@@ -216,8 +238,6 @@ func (p *pump) Ready(ev park.Event) {
 	} else if ev&park.Hangup != 0 {
 		p.fin.Store(true)
 	}
-	tn := p.tn
-	tn.mu.Lock()
 	switch p.state {
 	case parked:
 		p.state = running
@@ -234,12 +254,16 @@ func (p *pump) Ready(ev park.Event) {
 // waits for it.
 func (p *pump) roomReady() {
 	p.tn.mu.Lock()
-	p.room = true
-	ch := p.wake
+	p.noteRoom()
 	p.tn.mu.Unlock()
-	if ch != nil {
+}
+
+// noteRoom is roomReady under tn.mu.
+func (p *pump) noteRoom() {
+	p.room = true
+	if p.wake != nil {
 		select {
-		case ch <- struct{}{}:
+		case p.wake <- struct{}{}:
 		default:
 		}
 	}
@@ -341,24 +365,37 @@ func (tn *tunnel) end(p *pump) {
 	}
 	tn.live--
 	last := tn.live == 0
-	tn.mu.Unlock()
-	switch {
-	case last:
-		tn.finish()
-	case p != nil && p.eof.Load() && tn.timer != nil && (tn.t.clientFin > 0 || tn.t.serverFin > 0):
+	if !last && p != nil && p.eof.Load() && tn.armed && (tn.t.clientFin > 0 || tn.t.serverFin > 0) {
 		tn.timer.Reset(0) // the other direction's limit may now be a _fin one
+	}
+	tn.mu.Unlock()
+	if last {
+		tn.finish()
 	}
 }
 
 func (tn *tunnel) finish() {
-	if tn.timer != nil {
-		tn.timer.Stop()
-	}
+	tn.reusable = !tn.armed || tn.timer.Stop()
 	if p, err := poller(); err == nil {
 		p.Remove(tn.up.key)
 		p.Remove(tn.down.key)
 	}
 	tn.owner.tunnelDone()
+}
+
+// retire tells r once each of the registrations, ended by finish (or
+// never made), can report nothing more: a Ready collected before may
+// still be under way (see park.Set.Retire). The tunnel may be reused
+// only then.
+func (tn *tunnel) retire(r park.Retiree) {
+	p, err := poller()
+	if err != nil {
+		r.Retired()
+		r.Retired()
+		return
+	}
+	p.Retire(tn.up.key, r)
+	p.Retire(tn.down.key, r)
 }
 
 // burst moves everything queued on the source: errAgain when drained,

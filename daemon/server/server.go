@@ -76,6 +76,11 @@ type Session interface {
 	Kill()
 	// String describes it on one line, for show sess.
 	String() string
+	// Hold keeps the session from being reused (sessions are pooled)
+	// until Release: Sessions holds each while f looks at it outside the
+	// lock.
+	Hold()
+	Release()
 }
 
 // Track registers a session until Untrack.
@@ -106,11 +111,13 @@ func (s *Server) Sessions(f func(Session)) {
 	s.sessionsMu.Lock()
 	list := make([]Session, 0, len(s.sessions))
 	for ss := range s.sessions {
+		ss.Hold()
 		list = append(list, ss)
 	}
 	s.sessionsMu.Unlock()
 	for _, ss := range list {
 		f(ss)
+		ss.Release()
 	}
 }
 

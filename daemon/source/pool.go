@@ -61,10 +61,10 @@ func (p *Pool) InUseBy() []int {
 	return out
 }
 
-// Attempts makes connection attempts through attempt from the least used
+// Attempts makes connection attempts through a from the least used
 // address of the pool, then the others before giving up; see
 // Dialer.Attempts.
-func (p *Pool) Attempts(attempt func(Bind) error) (release func(), err error) {
+func (p *Pool) Attempts(a Attempter) (release func(), err error) {
 	n := len(p.addrs)
 	start := int(p.next.Add(1) % uint64(n))
 	best := -1
@@ -77,7 +77,7 @@ func (p *Pool) Attempts(attempt func(Bind) error) (release func(), err error) {
 	for i := range n {
 		j := (best + i) % n
 		d := Dialer{Addr: p.addrs[j], Ports: p.ports[j]}
-		release, err := d.Attempts(attempt)
+		release, err := d.Attempts(a)
 		if errors.Is(err, ErrExhausted) {
 			continue
 		}

@@ -118,24 +118,37 @@ const maxBindTries = 16
 
 func noRelease() {}
 
-// Attempts makes connection attempts through attempt, each from a source
+// An Attempter makes one connection attempt from b. (An interface, not a
+// func: a session passes its own state, where a closure would cost an
+// allocation per connection.)
+type Attempter interface {
+	Attempt(b Bind) error
+}
+
+// AttemptFunc is a function used as an Attempter.
+type AttemptFunc func(Bind) error
+
+// Attempt calls f.
+func (f AttemptFunc) Attempt(b Bind) error { return f(b) }
+
+// Attempts makes connection attempts through a, each from a source
 // d chooses, until one succeeds, one fails for a reason other than its
 // port, or the range is exhausted (ErrExhausted). release must be called
 // once the connection is closed, to give its port back.
-func (d *Dialer) Attempts(attempt func(Bind) error) (release func(), err error) {
+func (d *Dialer) Attempts(a Attempter) (release func(), err error) {
 	if d.Ports == nil {
 		b := Bind{}
 		if d.Addr.IsValid() {
 			b = Bind{Local: netip.AddrPortFrom(d.Addr, 0), NoPort: true}
 		}
-		return noRelease, attempt(b)
+		return noRelease, a.Attempt(b)
 	}
 	for range maxBindTries {
 		port, ok := d.Ports.Get()
 		if !ok {
 			return nil, ErrExhausted
 		}
-		err := attempt(Bind{Local: netip.AddrPortFrom(d.Addr, port)})
+		err := a.Attempt(Bind{Local: netip.AddrPortFrom(d.Addr, port)})
 		if err == nil {
 			return func() { d.Ports.Put(port) }, nil
 		}

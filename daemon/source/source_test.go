@@ -169,11 +169,11 @@ func TestPoolSpreadsAndBounds(t *testing.T) {
 
 // dial connects to raddr with Go's net from a source a chooses.
 func dial(a interface {
-	Attempts(func(Bind) error) (func(), error)
+	Attempts(Attempter) (func(), error)
 }, raddr string) (conn *net.TCPConn, release func(), err error) {
-	release, err = a.Attempts(func(b Bind) (err error) {
+	release, err = a.Attempts(AttemptFunc(func(b Bind) (err error) {
 		conn, err = DialNet(context.Background(), b, raddr, time.Second)
 		return err
-	})
+	}))
 	return conn, release, err
 }

@@ -385,3 +385,105 @@ func TestSplicePath(t *testing.T) {
 	}
 	t.Logf("splice moved %d bytes; read/write on sockets %d bytes", spliced, copied)
 }
+
+// TestPooledSessionsStayApart runs many short sessions at once, ending in
+// every way (half-close, the client's reset after the answer, the
+// client's reset mid-request), while show sess looks at them: sluice
+// reuses ended sessions, and each must carry its own bytes only and be
+// logged with its own count.
+func TestPooledSessionsStayApart(t *testing.T) {
+	t.Parallel()
+	b := newBackend(t, "s")
+	b.handle = func(c net.Conn) {
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		data, _ := io.ReadAll(c)
+		c.Write(data)
+	}
+	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfg, admin, _ := adminConfig(t, fe, servers(b))
+	d := startSluice(t, cfg)
+
+	const workers, each, maxLen = 8, 150, 3000
+	stop := make(chan struct{})
+	looked := make(chan int)
+	go func() { // show sess holds the sessions it lists
+		n := 0
+		for {
+			select {
+			case <-stop:
+				looked <- n
+				return
+			default:
+			}
+			ctl(t, admin, "show sess")
+			n++
+		}
+	}()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var wrong []string
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				c, err := net.Dial("tcp", fe)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				tc := c.(*net.TCPConn)
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				payload := []byte(fmt.Sprintf("%d/%d:", w, i))
+				payload = append(payload, make([]byte, (w*each+i*37)%maxLen)...)
+				rand.Read(payload[len(fmt.Sprintf("%d/%d:", w, i)):])
+				switch i % 3 {
+				case 0, 1:
+					c.Write(payload)
+					tc.CloseWrite()
+					got := make([]byte, len(payload))
+					if _, err := io.ReadFull(c, got); err != nil || string(got) != string(payload) {
+						mu.Lock()
+						wrong = append(wrong, fmt.Sprintf("%d/%d: %d bytes back, %v", w, i, len(got), err))
+						mu.Unlock()
+					}
+					if i%3 == 1 {
+						tc.SetLinger(0) // a reset once answered
+					} else {
+						io.ReadAll(c)
+					}
+				case 2:
+					c.Write(payload[:len(payload)/2])
+					tc.SetLinger(0) // a reset mid-request
+				}
+				c.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	if n := <-looked; n == 0 {
+		t.Error("show sess never ran during the sessions")
+	}
+	if len(wrong) > 0 {
+		t.Fatalf("%d sessions got other bytes than their own, first: %s", len(wrong), wrong[0])
+	}
+	eventually(t, 5*time.Second, "show sess empty", func() bool {
+		out, _ := ctl(t, admin, "show sess")
+		return !strings.Contains(out, "fe=fe")
+	})
+	eventually(t, 5*time.Second, "a log line per session", func() bool {
+		return len(d.logLines(` fe be/s `)) == workers*each
+	})
+	rx := regexp.MustCompile(` fe be/s \d+/\d+/\d+ (\d+) `)
+	for _, l := range d.logLines(` fe be/s `) {
+		m := rx.FindStringSubmatch(l)
+		if m == nil {
+			t.Fatalf("log line without bytes: %s", l)
+		}
+		if n, _ := strconv.Atoi(m[1]); n > maxLen+16 {
+			t.Fatalf("a session logged %d bytes, more than any sent (counted over reuse?): %s", n, l)
+		}
+	}
+}
