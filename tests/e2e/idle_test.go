@@ -194,7 +194,12 @@ listen "metrics" {
 		conns = append(conns, parked{c, br, last})
 	}
 	time.Sleep(time.Second)
-	if now := goroutines(t, mon); now > before+parkedConns/4 {
+	// Unparked, the connections would hold 40 goroutines more. Allowed:
+	// the spare session workers (up to 4 per processor), a poller's
+	// goroutine per processor, started by the first session, and the
+	// scrape's own. A slack of 10 failed under load by one goroutine
+	// (a dump showed the 8 spare workers and no session).
+	if now := goroutines(t, mon); now > before+parkedConns/2 {
 		t.Fatalf("%v goroutines with %d idle keep-alive connections, %v before: they are not parked", now, parkedConns, before)
 	}
 	for i, k := range conns {
