@@ -2,6 +2,9 @@
 // mode, and against no proxy at all, in one run: bulk throughput,
 // connection rate, and memory per idle connection. The proxy runs pinned
 // to CPU 0 with one thread; this program (clients and servers) to CPU 1.
+// The connection rate's clients and server run on one thread with raw
+// system calls (rategen.go), so that the proxy, not the generator, is the
+// busier CPU.
 // sluice and HAProxy take turns for -rounds rounds and each figure is the
 // median of its rounds: one run each moved by ±3%.
 //
@@ -31,8 +34,9 @@ var (
 	duration  = flag.Duration("d", 5*time.Second, "length of each measurement")
 	idleConns = flag.Int("idle", 4000, "idle connections for the memory figure")
 	streams   = flag.Int("streams", 4, "parallel bulk streams")
-	workers   = flag.Int("workers", 32, "parallel connection-rate workers")
+	workers   = flag.Int("workers", 32, "connections under way at once in the connection-rate run")
 	only      = flag.String("only", "", "measure only this figure: bulk, rate or idle (for profiling)")
+	gen       = flag.String("gen", "loop", "connection-rate generator: loop (one thread, raw system calls) or go (a goroutine per worker, Go's net package)")
 	rounds    = flag.Int("rounds", 3, "rounds of sluice then HAProxy; each figure is the median over them")
 )
 
@@ -61,7 +65,20 @@ func main() {
 			}
 		}
 	})
-	greeter := loopback(func(c net.Conn) { c.Write([]byte("x")) })
+	var greeter string
+	switch *gen {
+	case "loop":
+		g, err := newGreeter()
+		if err != nil {
+			panic(err)
+		}
+		loopGreeter, greeter = g, g.addr
+	case "go":
+		greeter = loopback(func(c net.Conn) { c.Write([]byte("x")) })
+	default:
+		fmt.Fprintln(os.Stderr, "-gen: loop or go")
+		os.Exit(2)
+	}
 	holder := loopback(func(c net.Conn) { io.Copy(io.Discard, c) })
 
 	dir, _ := os.MkdirTemp("", "bench-tcp")
@@ -290,11 +307,28 @@ func throughput(addr string) float64 {
 	return float64(total.Load()) / time.Since(start).Seconds() / 1e6
 }
 
+// loopGreeter is the connection-rate server with -gen loop.
+var loopGreeter *greeter
+
+// connRate is connections per second through addr, each receiving the
+// greeter's byte, with -workers of them under way at a time.
 func connRate(addr string) float64 {
+	start := time.Now()
+	var done, failed int64
+	if *gen == "loop" {
+		done, failed = connLoop(addr, loopGreeter, *workers, start.Add(*duration))
+	} else {
+		done, failed = connGoroutines(addr, start.Add(*duration))
+	}
+	if failed > 0 {
+		fmt.Fprintf(os.Stderr, "  %d failed connections\n", failed)
+	}
+	return float64(done) / time.Since(start).Seconds()
+}
+
+func connGoroutines(addr string, deadline time.Time) (int64, int64) {
 	var done, failed atomic.Int64
 	var wg sync.WaitGroup
-	deadline := time.Now().Add(*duration)
-	start := time.Now()
 	for range *workers {
 		wg.Add(1)
 		go func() {
@@ -318,10 +352,7 @@ func connRate(addr string) float64 {
 		}()
 	}
 	wg.Wait()
-	if f := failed.Load(); f > 0 {
-		fmt.Fprintf(os.Stderr, "  %d failed connections\n", f)
-	}
-	return float64(done.Load()) / time.Since(start).Seconds()
+	return done.Load(), failed.Load()
 }
 
 func idleMemory(pid int, addr string) float64 {
