@@ -63,6 +63,8 @@ type Frontend struct {
 	// handoff passes accepted connections to spare workers.
 	handoff chan accepted
 	spare   atomic.Int32
+	// http lists the HTTP sessions, which Stop tells to close once idle.
+	http httpSessions
 }
 
 // NewFrontend builds a frontend; logs may be nil when it does not log.
@@ -265,8 +267,12 @@ func (f *Frontend) release() {
 	f.Limit.Release()
 }
 
-// Stop makes Serve return; sessions under way go on.
-func (f *Frontend) Stop() { f.cancel() }
+// Stop makes Serve return; sessions under way go on, and HTTP sessions
+// close once idle.
+func (f *Frontend) Stop() {
+	f.cancel()
+	f.http.each((*httpSession).stopping)
+}
 
 // Wait waits for the sessions under way to end.
 func (f *Frontend) Wait() { f.wg.Wait() }

@@ -52,9 +52,9 @@ type httpSession struct {
 	tryRead     func(fd uintptr) bool
 	waitEOF     bool
 	waitErr     error
-	empty       bool        // tryRead found nothing
-	idle        atomic.Bool // waiting for the next request in Go's poller
-	stop        func() bool // ends the reload hook
+	empty       bool         // tryRead found nothing
+	idle        atomic.Bool  // waiting for the next request in Go's poller
+	prev, next  *httpSession // in the frontend's list (httpSessions)
 	// unread: the client may still be sending a request body sluice
 	// stopped reading (the server answered before it ended), so the
 	// connection closes gently (see linger).
@@ -318,7 +318,10 @@ func (f *Frontend) httpSession(c *net.TCPConn) {
 	s.tryRead = s.try
 	// Stopping (a reload) closes idle keep-alive connections at once;
 	// busy ones close after their response, which says so.
-	s.stop = context.AfterFunc(f.ctx, s.stopping)
+	f.http.add(s)
+	if f.ctx.Err() != nil {
+		s.stopping() // Stop may have listed the sessions before this one
+	}
 	if !s.greet() {
 		s.close()
 		return
@@ -371,7 +374,7 @@ func (s *httpSession) serve() {
 // close ends the session: what it holds goes back, the connection closes.
 func (s *httpSession) close() {
 	f := s.f
-	s.stop()
+	f.http.remove(s)
 	s.mu.Lock()
 	if s.timer != nil {
 		s.timer.Stop()

@@ -20,6 +20,9 @@ global { hard_stop_after = "30s" }
 listen "fe" {
   bind = ["%s"]
   log  = "none"
+  # Longer than the test waits: only the reload may close an idle
+  # keep-alive connection in time.
+  timeout { http_keep_alive = "30s" }
   server "s" { address = "%s" }
 }
 `, fe, server)
