@@ -90,3 +90,17 @@ func Median(v []float64) float64 {
 	}
 	return v[len(v)/2]
 }
+
+// InTurn is the order in which to run the compared programs in the given
+// round: as listed in even rounds, reversed in odd ones, so that a drift
+// of the machine's speed during a run favours none of them.
+func InTurn[T any](programs []T, round int) []T {
+	if round%2 == 0 {
+		return programs
+	}
+	reversed := make([]T, len(programs))
+	for i, p := range programs {
+		reversed[len(programs)-1-i] = p
+	}
+	return reversed
+}

@@ -35,6 +35,12 @@ var (
 
 type run struct{ name, path, header string }
 
+// proxy is one of the proxies compared, and how to start it.
+type proxy struct {
+	name  string
+	start func(dir, origin string) (*exec.Cmd, string)
+}
+
 var runs = []run{
 	{"keep-alive, small", "/small.txt", ""},
 	{"keep-alive, 64 KB", "/64k.bin", ""},
@@ -58,17 +64,15 @@ func main() {
 	defer benchutil.Stop(ng)
 	waitListening(origin)
 
-	// Rounds alternate the proxies, so that a drift of this machine's
-	// speed during the run does not favour whichever runs first.
+	// The proxies take turns, sluice first in even rounds and HAProxy in
+	// odd ones (benchutil.InTurn).
 	byRound := map[string][][]figure{}
 	idleKB := map[string]float64{}
 	order := []string{"nginx"}
 	byRound["nginx"] = [][]figure{measure("nginx", origin, 0)}
+	proxies := []proxy{{"sluice", startSluice}, {"haproxy", startHAProxy}}
 	for round := range *rounds {
-		for _, p := range []struct {
-			name  string
-			start func(dir, origin string) (*exec.Cmd, string)
-		}{{"sluice", startSluice}, {"haproxy", startHAProxy}} {
+		for _, p := range benchutil.InTurn(proxies, round) {
 			cmd, front := p.start(dir, origin)
 			if cmd == nil {
 				continue

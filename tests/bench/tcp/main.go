@@ -83,16 +83,18 @@ func main() {
 
 	dir, _ := os.MkdirTemp("", "bench-tcp")
 	defer os.RemoveAll(dir)
-	// Rounds alternate the proxies, so that a drift of this machine's
-	// speed during the run favours neither; idle memory, which does not
-	// drift, is measured in the first round only.
+	// The proxies take turns, each going first in every other round
+	// (benchutil.InTurn), so that a drift of this machine's speed during
+	// the run favours neither; idle memory, which does not drift, is
+	// measured in the first round only.
 	direct := measure("direct", nil, sink, greeter, holder, false)
 	byName := map[string][]result{}
+	proxies := []struct {
+		name  string
+		start func(dir string, sink, greeter, holder string) (*exec.Cmd, [3]string)
+	}{{"sluice", startSluice}, {"haproxy", startHAProxy}}
 	for round := range *rounds {
-		for _, p := range []struct {
-			name  string
-			start func(dir string, sink, greeter, holder string) (*exec.Cmd, [3]string)
-		}{{"sluice", startSluice}, {"haproxy", startHAProxy}} {
+		for _, p := range benchutil.InTurn(proxies, round) {
 			cmd, fronts := p.start(dir, sink, greeter, holder)
 			if cmd == nil {
 				continue
