@@ -502,12 +502,16 @@ func TestSignalStormDuringReexec(t *testing.T) {
 }
 
 // listeningInodes returns the inodes of the sockets listening on addr
-// (127.0.0.1:port), from /proc/net/tcp.
+// (127.0.0.1:port), from the calling thread's /proc/thread-self/net/tcp.
+// Not /proc/net/tcp: that is the main thread's network namespace, and a
+// pool test's inNetns may have left the main thread in its namespace
+// (Go keeps a locked main thread instead of ending it), which made this
+// read find no socket at all.
 func listeningInodes(t *testing.T, addr string) []string {
 	t.Helper()
 	ap := netip.MustParseAddrPort(addr)
 	want := fmt.Sprintf("0100007F:%04X", ap.Port())
-	b, err := os.ReadFile("/proc/net/tcp")
+	b, err := os.ReadFile("/proc/thread-self/net/tcp")
 	if err != nil {
 		t.Fatal(err)
 	}
