@@ -30,7 +30,7 @@ var (
 	duration  = flag.Duration("d", 5*time.Second, "length of each wrk run")
 	conns     = flag.Int("c", 50, "wrk connections")
 	idleConns = flag.Int("idle", 2000, "idle keep-alive connections for the memory figure")
-	rounds    = flag.Int("rounds", 3, "rounds of sluice then HAProxy; each figure is the median over them")
+	rounds    = flag.Int("rounds", 3, "rounds of sluice and HAProxy in turn; each figure is the median over them")
 )
 
 type run struct{ name, path, header string }

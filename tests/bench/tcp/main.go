@@ -37,7 +37,7 @@ var (
 	workers   = flag.Int("workers", 32, "connections under way at once in the connection-rate run")
 	only      = flag.String("only", "", "measure only this figure: bulk, rate or idle (for profiling)")
 	gen       = flag.String("gen", "loop", "connection-rate generator: loop (one thread, raw system calls) or go (a goroutine per worker, Go's net package)")
-	rounds    = flag.Int("rounds", 3, "rounds of sluice then HAProxy; each figure is the median over them")
+	rounds    = flag.Int("rounds", 3, "rounds of sluice and HAProxy in turn; each figure is the median over them")
 )
 
 type result struct {
