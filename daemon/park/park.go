@@ -166,14 +166,22 @@ func (p *Poller) Remove(k Key) {
 	if k == 0 {
 		return
 	}
-	i, gen := k.slot()
 	p.mu.Lock()
+	p.remove(k)
+	p.mu.Unlock()
+}
+
+// remove is Remove under p.mu.
+func (p *Poller) remove(k Key) {
+	if k == 0 {
+		return
+	}
+	i, gen := k.slot()
 	if s := &p.slots[i]; s.gen == gen && s.w != nil {
 		s.w = nil
 		s.gen++
 		p.free = append(p.free, i)
 	}
-	p.mu.Unlock()
 }
 
 // A Retiree is told when a registration it had can report nothing more.
@@ -187,8 +195,8 @@ type Retiree interface {
 // from a Ready; a waiter that is reused (a pooled session) waits for
 // Retired instead.
 func (p *Poller) Retire(k Key, r Retiree) {
-	p.Remove(k)
 	p.mu.Lock()
+	p.remove(k)
 	later := p.dispatching
 	if later {
 		p.retired = append(p.retired, r)

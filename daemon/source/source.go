@@ -125,12 +125,6 @@ type Attempter interface {
 	Attempt(b Bind) error
 }
 
-// AttemptFunc is a function used as an Attempter.
-type AttemptFunc func(Bind) error
-
-// Attempt calls f.
-func (f AttemptFunc) Attempt(b Bind) error { return f(b) }
-
 // Attempts makes connection attempts through a, each from a source
 // d chooses, until one succeeds, one fails for a reason other than its
 // port, or the range is exhausted (ErrExhausted). release must be called

@@ -171,9 +171,14 @@ func TestPoolSpreadsAndBounds(t *testing.T) {
 func dial(a interface {
 	Attempts(Attempter) (func(), error)
 }, raddr string) (conn *net.TCPConn, release func(), err error) {
-	release, err = a.Attempts(AttemptFunc(func(b Bind) (err error) {
+	release, err = a.Attempts(attemptFunc(func(b Bind) (err error) {
 		conn, err = DialNet(context.Background(), b, raddr, time.Second)
 		return err
 	}))
 	return conn, release, err
 }
+
+// attemptFunc is a function used as an Attempter.
+type attemptFunc func(Bind) error
+
+func (f attemptFunc) Attempt(b Bind) error { return f(b) }
