@@ -31,6 +31,11 @@ var (
 	conns     = flag.Int("c", 50, "wrk connections")
 	idleConns = flag.Int("idle", 2000, "idle keep-alive connections for the memory figure")
 	rounds    = flag.Int("rounds", 3, "rounds of sluice and HAProxy in turn; each figure is the median over them")
+	// Without it, nginx opens, stats and closes the file for every
+	// request, and nginx and wrk's CPU limits the small keep-alive
+	// figure behind either proxy; with it, the proxy does
+	// (docs/BENCHMARKS.md, thirteenth session).
+	originCache = flag.Bool("origin-cache", false, "let nginx keep its files open (open_file_cache), so that the proxy, not the origin, limits the rate")
 )
 
 type run struct{ name, path, header string }
@@ -192,6 +197,10 @@ func parseWrk(s string) figure {
 
 func startNginx(dir, addr string) *exec.Cmd {
 	conf := filepath.Join(dir, "nginx.conf")
+	cache := ""
+	if *originCache {
+		cache = "open_file_cache max=100 inactive=60s;"
+	}
 	os.WriteFile(conf, fmt.Appendf(nil, `
 daemon off;
 master_process off;
@@ -211,9 +220,10 @@ http {
   server {
     listen %[2]s backlog=4096;
     root %[1]s;
+    %[3]s
   }
 }
-`, dir, addr), 0o644)
+`, dir, addr, cache), 0o644)
 	return start("taskset", "-c", "1", *nginxBin, "-c", conf, "-p", dir)
 }
 
