@@ -52,7 +52,9 @@ var runs = []run{
 	{"new connection", "/small.txt", "Connection: close"},
 }
 
-type figure struct{ rps, p99ms, cpu float64 }
+// figure is one wrk run: requests per second, wrk's latency percentiles
+// (ms) and the proxy's CPU use (share of one CPU).
+type figure struct{ rps, p50ms, p90ms, p99ms, cpu float64 }
 
 func main() {
 	flag.Parse()
@@ -129,8 +131,9 @@ func main() {
 	if s, h := results["sluice"], results["haproxy"]; s != nil && h != nil {
 		fmt.Println()
 		for i, r := range runs {
-			fmt.Printf("sluice/haproxy %-20s req/s %.2fx, p99 %.2fms vs %.2fms, proxy CPU %.0f%% vs %.0f%%, req/s per CPU second %.2fx\n",
-				r.name+":", s[i].rps/h[i].rps, s[i].p99ms, h[i].p99ms, 100*s[i].cpu, 100*h[i].cpu, (s[i].rps/s[i].cpu)/(h[i].rps/h[i].cpu))
+			fmt.Printf("sluice/haproxy %-20s req/s %.2fx, p99 %.2fms vs %.2fms (p50/p90 %.2f/%.2f vs %.2f/%.2f), proxy CPU %.0f%% vs %.0f%%, req/s per CPU second %.2fx\n",
+				r.name+":", s[i].rps/h[i].rps, s[i].p99ms, h[i].p99ms, s[i].p50ms, s[i].p90ms, h[i].p50ms, h[i].p90ms,
+				100*s[i].cpu, 100*h[i].cpu, (s[i].rps/s[i].cpu)/(h[i].rps/h[i].cpu))
 		}
 		fmt.Printf("sluice/haproxy memory per idle keep-alive connection: %.2f KB vs %.2f KB\n", idleKB["sluice"], idleKB["haproxy"])
 	}
@@ -168,11 +171,12 @@ func measure(name, addr string, pid int) []figure {
 func medians(rounds [][]figure) []figure {
 	out := make([]figure, len(runs))
 	for i := range runs {
-		var rps, p99, cpu []float64
+		var rps, p50, p90, p99, cpu []float64
 		for _, r := range rounds {
-			rps, p99, cpu = append(rps, r[i].rps), append(p99, r[i].p99ms), append(cpu, r[i].cpu)
+			rps, cpu = append(rps, r[i].rps), append(cpu, r[i].cpu)
+			p50, p90, p99 = append(p50, r[i].p50ms), append(p90, r[i].p90ms), append(p99, r[i].p99ms)
 		}
-		out[i] = figure{benchutil.Median(rps), benchutil.Median(p99), benchutil.Median(cpu)}
+		out[i] = figure{benchutil.Median(rps), benchutil.Median(p50), benchutil.Median(p90), benchutil.Median(p99), benchutil.Median(cpu)}
 	}
 	return out
 }
@@ -182,17 +186,24 @@ func parseWrk(s string) figure {
 	if m := regexp.MustCompile(`Requests/sec:\s+([\d.]+)`).FindStringSubmatch(s); m != nil {
 		f.rps, _ = strconv.ParseFloat(m[1], 64)
 	}
-	if m := regexp.MustCompile(`\s99%\s+([\d.]+)(us|ms|s)`).FindStringSubmatch(s); m != nil {
-		v, _ := strconv.ParseFloat(m[1], 64)
-		switch m[2] {
-		case "us":
-			v /= 1000
-		case "s":
-			v *= 1000
-		}
-		f.p99ms = v
-	}
+	f.p50ms, f.p90ms, f.p99ms = percentile(s, "50"), percentile(s, "90"), percentile(s, "99")
 	return f
+}
+
+// percentile reads one line of wrk's --latency distribution, in ms.
+func percentile(s, p string) float64 {
+	m := regexp.MustCompile(`\s` + p + `%\s+([\d.]+)(us|ms|s)`).FindStringSubmatch(s)
+	if m == nil {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(m[1], 64)
+	switch m[2] {
+	case "us":
+		v /= 1000
+	case "s":
+		v *= 1000
+	}
+	return v
 }
 
 func startNginx(dir, addr string) *exec.Cmd {
