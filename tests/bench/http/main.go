@@ -6,6 +6,7 @@
 // each figure is the median of its rounds: one run each moved by ±4%.
 //
 //	go run ./tests/bench/http -sluice bin/sluice
+//	go run ./tests/bench/http -sluice bin/sluice -origin-cache   # the proxies, not nginx, limit the rate
 package main
 
 import (
