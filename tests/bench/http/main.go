@@ -2,8 +2,10 @@
 // HTTP mode, and against nginx directly, in one run, with wrk: keep-alive
 // requests for a small response, keep-alive requests for 64 KB, and a new
 // connection per request. Each proxy runs with one thread pinned to CPU 0;
-// nginx and wrk share CPU 1. The proxies take turns for -rounds rounds and
-// each figure is the median of its rounds: one run each moved by ±4%.
+// nginx and wrk share CPU 1. In each of -rounds rounds, every shape runs
+// through every target back to back; sluice and HAProxy are compared by
+// the median of their per-round ratios, so that the machine's drift in
+// speed during a run favours neither.
 //
 //	go run ./tests/bench/http -sluice bin/sluice
 //	go run ./tests/bench/http -sluice bin/sluice -origin-cache   # the proxies, not nginx, limit the rate
@@ -28,10 +30,10 @@ var (
 	sluiceBin = flag.String("sluice", "bin/sluice", "sluice binary")
 	haproxy   = flag.String("haproxy", "/usr/sbin/haproxy", "haproxy binary")
 	nginxBin  = flag.String("nginx", "/usr/sbin/nginx", "nginx binary")
-	duration  = flag.Duration("d", 5*time.Second, "length of each wrk run")
+	duration  = flag.Duration("d", 2*time.Second, "length of each wrk run")
 	conns     = flag.Int("c", 50, "wrk connections")
 	idleConns = flag.Int("idle", 2000, "idle keep-alive connections for the memory figure")
-	rounds    = flag.Int("rounds", 3, "rounds of sluice and HAProxy in turn; each figure is the median over them")
+	rounds    = flag.Int("rounds", 9, "rounds; in each, every shape runs through nginx, sluice and HAProxy back to back, in turn")
 	// Without it, nginx opens, stats and closes the file for every
 	// request, and nginx and wrk's CPU limits the small keep-alive
 	// figure behind either proxy; with it, the proxy does
@@ -72,114 +74,156 @@ func main() {
 	defer benchutil.Stop(ng)
 	waitListening(origin)
 
-	// The proxies take turns, sluice first in even rounds and HAProxy in
-	// odd ones (benchutil.InTurn).
-	byRound := map[string][][]figure{}
+	// Every target runs for the whole benchmark. Idle memory is taken
+	// first, in fresh processes: after the load runs it read anywhere
+	// from 0.6 to 1.5 KB for the same build, depending on the free heap
+	// left behind.
+	targets := []target{{name: "nginx", addr: origin}}
 	idleKB := map[string]float64{}
-	order := []string{"nginx"}
-	byRound["nginx"] = [][]figure{measure("nginx", origin, 0)}
-	proxies := []proxy{{"sluice", startSluice}, {"haproxy", startHAProxy}}
+	for _, p := range []proxy{{"sluice", startSluice}, {"haproxy", startHAProxy}} {
+		cmd, front := p.start(dir, origin)
+		if cmd == nil {
+			continue
+		}
+		defer benchutil.Stop(cmd)
+		waitListening(front)
+		idleKB[p.name] = idleMemory(cmd.Process.Pid, front)
+		targets = append(targets, target{p.name, front, cmd.Process.Pid})
+	}
+	for _, t := range targets {
+		wrk(t.addr, runs[0], time.Second) // warm up: connections, heaps
+	}
+
+	// In every round each shape runs through every target back to back,
+	// in an order that alternates (benchutil.InTurn). A virtual machine on
+	// a shared host changes speed by 10-15% from one run to the next, as
+	// much as the proxies differ: runs moments apart see the most similar
+	// machine, so each pair's ratio is what is compared, over many short
+	// rounds, and how many rounds each proxy won is shown.
+	byRound := map[string][][]figure{} // target, shape, round
+	for _, t := range targets {
+		byRound[t.name] = make([][]figure, len(runs))
+	}
 	for round := range *rounds {
-		for _, p := range benchutil.InTurn(proxies, round) {
-			cmd, front := p.start(dir, origin)
-			if cmd == nil {
-				continue
-			}
-			waitListening(front)
-			// Idle memory is taken in a fresh process: after the load
-			// runs it read anywhere from 0.6 to 1.5 KB for the same
-			// build, depending on the free heap they left behind.
-			if round == 0 {
-				idleKB[p.name] = idleMemory(cmd.Process.Pid, front)
-				order = append(order, p.name)
-			}
-			byRound[p.name] = append(byRound[p.name], measure(p.name, front, cmd.Process.Pid))
-			benchutil.Stop(cmd)
-		}
-	}
-	results := map[string][]figure{}
-	for name, rs := range byRound {
-		results[name] = medians(rs)
-	}
-	if s, h := byRound["sluice"], byRound["haproxy"]; len(s) > 1 && len(h) == len(s) {
-		fmt.Println("\nsluice/haproxy req/s by round:")
 		for i, r := range runs {
-			fmt.Printf("  %-20s", r.name)
-			for k := range s {
-				fmt.Printf(" %.2fx", s[k][i].rps/h[k][i].rps)
+			for _, t := range benchutil.InTurn(targets, round+i) {
+				byRound[t.name][i] = append(byRound[t.name][i], measure(t, r))
 			}
-			fmt.Println()
 		}
 	}
+
 	fmt.Printf("\n%-20s", "")
-	for _, name := range order {
-		fmt.Printf(" %22s", name+" req/s (p99)")
+	for _, t := range targets {
+		fmt.Printf(" %22s", t.name+" req/s (p99)")
 	}
 	fmt.Println()
 	for i, r := range runs {
 		fmt.Printf("%-20s", r.name)
-		for _, name := range order {
-			f := results[name][i]
+		for _, t := range targets {
+			f := median(byRound[t.name][i])
 			fmt.Printf(" %13.0f (%5.2fms)", f.rps, f.p99ms)
 		}
 		fmt.Println()
 	}
 	fmt.Printf("%-20s %22s", "KB per idle conn", "-")
-	for _, name := range order[1:] {
-		fmt.Printf(" %22.2f", idleKB[name])
+	for _, t := range targets[1:] {
+		fmt.Printf(" %22.2f", idleKB[t.name])
 	}
 	fmt.Println()
-	if s, h := results["sluice"], results["haproxy"]; s != nil && h != nil {
+	s, h := byRound["sluice"], byRound["haproxy"]
+	if s == nil || h == nil {
+		return
+	}
+	fmt.Println("\nsluice/haproxy by round (req/s ratio, p99 ratio):")
+	for i, r := range runs {
+		fmt.Printf("  %-20s", r.name)
+		for k := range s[i] {
+			fmt.Printf(" %.2f/%.2f", s[i][k].rps/h[i][k].rps, s[i][k].p99ms/h[i][k].p99ms)
+		}
 		fmt.Println()
-		for i, r := range runs {
-			fmt.Printf("sluice/haproxy %-20s req/s %.2fx, p99 %.2fms vs %.2fms (p50/p90 %.2f/%.2f vs %.2f/%.2f), proxy CPU %.0f%% vs %.0f%%, req/s per CPU second %.2fx\n",
-				r.name+":", s[i].rps/h[i].rps, s[i].p99ms, h[i].p99ms, s[i].p50ms, s[i].p90ms, h[i].p50ms, h[i].p90ms,
-				100*s[i].cpu, 100*h[i].cpu, (s[i].rps/s[i].cpu)/(h[i].rps/h[i].cpu))
-		}
-		fmt.Printf("sluice/haproxy memory per idle keep-alive connection: %.2f KB vs %.2f KB\n", idleKB["sluice"], idleKB["haproxy"])
 	}
+	fmt.Println()
+	for i, r := range runs {
+		pr := paired(s[i], h[i])
+		sm, hm := median(s[i]), median(h[i])
+		fmt.Printf("sluice/haproxy %-20s req/s %.2fx (ahead in %d of %d rounds), p99 %.2fx (shorter in %d of %d); medians: p99 %.2fms vs %.2fms (p50/p90 %.2f/%.2f vs %.2f/%.2f), proxy CPU %.0f%% vs %.0f%%, req/s per CPU second %.2fx\n",
+			r.name+":", pr.rps, pr.rpsAhead, *rounds, pr.p99, pr.p99Shorter, *rounds,
+			sm.p99ms, hm.p99ms, sm.p50ms, sm.p90ms, hm.p50ms, hm.p90ms,
+			100*sm.cpu, 100*hm.cpu, pr.perCPU)
+	}
+	fmt.Printf("sluice/haproxy memory per idle keep-alive connection: %.2f KB vs %.2f KB\n", idleKB["sluice"], idleKB["haproxy"])
 }
 
-// measure runs wrk for each shape against addr, noting the processor use
-// of the proxy whose pid is given (0: none).
-func measure(name, addr string, pid int) []figure {
-	var out []figure
-	for _, r := range runs {
-		c0, t0 := benchutil.CPUSeconds(pid), time.Now()
-		args := []string{"-c", "1", "wrk", "-t1", "-c" + strconv.Itoa(*conns), "-d" + duration.String(), "--latency"}
-		if r.header != "" {
-			args = append(args, "-H", r.header)
-		}
-		args = append(args, "http://"+addr+r.path)
-		b, err := exec.Command("taskset", args...).CombinedOutput()
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "wrk: %v\n%s", err, b)
-			os.Exit(1)
-		}
-		f := parseWrk(string(b))
-		if pid != 0 {
-			f.cpu = (benchutil.CPUSeconds(pid) - c0) / time.Since(t0).Seconds()
-		}
-		out = append(out, f)
-		if m := regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)|Socket errors: .*`).FindString(string(b)); m != "" {
-			fmt.Fprintf(os.Stderr, "%s (%s) %s: %s\n", name, addr, r.name, m)
-		}
-	}
-	return out
+// target is where wrk sends its requests: nginx directly, or a proxy
+// whose processor use is noted (pid 0: none).
+type target struct {
+	name, addr string
+	pid        int
 }
 
-// medians takes, for each shape, the median of each figure over rounds.
-func medians(rounds [][]figure) []figure {
-	out := make([]figure, len(runs))
-	for i := range runs {
-		var rps, p50, p90, p99, cpu []float64
-		for _, r := range rounds {
-			rps, cpu = append(rps, r[i].rps), append(cpu, r[i].cpu)
-			p50, p90, p99 = append(p50, r[i].p50ms), append(p90, r[i].p90ms), append(p99, r[i].p99ms)
-		}
-		out[i] = figure{benchutil.Median(rps), benchutil.Median(p50), benchutil.Median(p90), benchutil.Median(p99), benchutil.Median(cpu)}
+// measure runs wrk for one shape against t.
+func measure(t target, r run) figure {
+	c0, t0 := benchutil.CPUSeconds(t.pid), time.Now()
+	out := wrk(t.addr, r, *duration)
+	f := parseWrk(out)
+	if t.pid != 0 {
+		f.cpu = (benchutil.CPUSeconds(t.pid) - c0) / time.Since(t0).Seconds()
 	}
-	return out
+	if m := regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)|Socket errors: .*`).FindString(out); m != "" {
+		fmt.Fprintf(os.Stderr, "%s (%s) %s: %s\n", t.name, t.addr, r.name, m)
+	}
+	return f
+}
+
+// wrk runs wrk on CPU 1 for d and returns its report.
+func wrk(addr string, r run, d time.Duration) string {
+	args := []string{"-c", "1", "wrk", "-t1", "-c" + strconv.Itoa(*conns), "-d" + d.String(), "--latency"}
+	if r.header != "" {
+		args = append(args, "-H", r.header)
+	}
+	args = append(args, "http://"+addr+r.path)
+	b, err := exec.Command("taskset", args...).CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "wrk: %v\n%s", err, b)
+		os.Exit(1)
+	}
+	return string(b)
+}
+
+// pairedRatios compares sluice's runs with HAProxy's of the same rounds:
+// the median of the per-round ratios, and in how many rounds sluice did
+// better.
+type pairedRatios struct {
+	rps, p99, perCPU     float64
+	rpsAhead, p99Shorter int
+}
+
+func paired(s, h []figure) pairedRatios {
+	var pr pairedRatios
+	var rps, p99, perCPU []float64
+	for k := range s {
+		rps = append(rps, s[k].rps/h[k].rps)
+		p99 = append(p99, s[k].p99ms/h[k].p99ms)
+		perCPU = append(perCPU, (s[k].rps/s[k].cpu)/(h[k].rps/h[k].cpu))
+		if s[k].rps > h[k].rps {
+			pr.rpsAhead++
+		}
+		if s[k].p99ms < h[k].p99ms {
+			pr.p99Shorter++
+		}
+	}
+	pr.rps, pr.p99, pr.perCPU = benchutil.Median(rps), benchutil.Median(p99), benchutil.Median(perCPU)
+	return pr
+}
+
+// median takes the median of each figure over rounds.
+func median(rounds []figure) figure {
+	var rps, p50, p90, p99, cpu []float64
+	for _, r := range rounds {
+		rps, cpu = append(rps, r.rps), append(cpu, r.cpu)
+		p50, p90, p99 = append(p50, r.p50ms), append(p90, r.p90ms), append(p99, r.p99ms)
+	}
+	return figure{benchutil.Median(rps), benchutil.Median(p50), benchutil.Median(p90), benchutil.Median(p99), benchutil.Median(cpu)}
 }
 
 func parseWrk(s string) figure {
