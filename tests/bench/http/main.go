@@ -184,8 +184,7 @@ func wrk(addr string, r run, d time.Duration) string {
 	args = append(args, "http://"+addr+r.path)
 	b, err := exec.Command("taskset", args...).CombinedOutput()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "wrk: %v\n%s", err, b)
-		os.Exit(1)
+		fatal("wrk: %v\n%s", err, b)
 	}
 	return string(b)
 }
@@ -335,20 +334,32 @@ listen bench
 	return start(*haproxy, "-f", path), front
 }
 
+// started are the processes running, for fatal to stop.
+var started []*exec.Cmd
+
 func start(name string, args ...string) *exec.Cmd {
 	cmd := exec.Command(name, args...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		fatal("%v", err)
 	}
+	started = append(started, cmd)
 	return cmd
+}
+
+// fatal stops the processes started and exits: they run for the whole
+// benchmark, and deferred stops do not run on os.Exit.
+func fatal(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, format+"\n", a...)
+	for _, cmd := range started {
+		benchutil.Stop(cmd)
+	}
+	os.Exit(1)
 }
 
 func waitListening(addr string) {
 	if !benchutil.WaitListening(addr) {
-		fmt.Fprintln(os.Stderr, "nothing listens on", addr)
-		os.Exit(1)
+		fatal("nothing listens on %s", addr)
 	}
 }
 
