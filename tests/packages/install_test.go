@@ -20,7 +20,7 @@ func debianRoot(t *testing.T) string {
 		}
 		t.Skip("installing into a chroot needs root")
 	}
-	base := strings.TrimSpace(run(t, "tests/packages/rootfs.sh"))
+	base := debianBase(t)
 	work := t.TempDir()
 	merged := filepath.Join(work, "merged")
 	for _, d := range []string{"upper", "work", "merged"} {

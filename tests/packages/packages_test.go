@@ -40,6 +40,15 @@ func run(t *testing.T, name string, args ...string) string {
 	return string(out)
 }
 
+// debianBase is the cached Debian 12 root (tests/packages/rootfs.sh),
+// built on first use: the path is the script's last line, after
+// debootstrap's log when it builds.
+func debianBase(t *testing.T) string {
+	t.Helper()
+	out := strings.TrimSpace(run(t, "tests/packages/rootfs.sh"))
+	return out[strings.LastIndexByte(out, '\n')+1:]
+}
+
 var outputs = []string{
 	"dist/sluice_" + version + "_amd64.deb", "dist/sluice_" + version + "_arm64.deb",
 	"dist/sluice-" + version + ".x86_64.rpm", "dist/sluice-" + version + ".aarch64.rpm",

@@ -36,7 +36,7 @@ func bootContainer(t *testing.T, extra ...string) *container {
 	t.Helper()
 	need(t, "systemd-nspawn", "systemd-container")
 	need(t, "debootstrap", "debootstrap")
-	base := strings.TrimSpace(run(t, "tests/packages/rootfs.sh"))
+	base := debianBase(t)
 	c := &container{t: t, name: fmt.Sprintf("sluice-test-%d-%d", os.Getpid(), containers.Add(1)), upper: t.TempDir()}
 	// The launching shell moves into a cgroup of its own in both
 	// hierarchies, so that containers do not collide, then becomes nspawn.
