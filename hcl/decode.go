@@ -21,6 +21,7 @@ type globalBlock struct {
 	Threads       hcl.Expression `hcl:"threads,optional"`
 	CPUs          hcl.Expression `hcl:"cpus,optional"`
 	HardStopAfter hcl.Expression `hcl:"hard_stop_after,optional"`
+	BusyPolling   hcl.Expression `hcl:"busy_polling,optional"`
 	Logs          []*logBlock    `hcl:"log,block"`
 	AdminSockets  []*adminBlock  `hcl:"admin_socket,block"`
 }
@@ -367,6 +368,7 @@ func (d *decoder) global(g *globalBlock) Global {
 		MaxConn:       d.integer(g.MaxConn, "maxconn", 0, 1, 10_000_000),
 		Threads:       d.integer(g.Threads, "threads", 0, 0, 4096),
 		HardStopAfter: d.duration(g.HardStopAfter, "hard_stop_after", 0),
+		BusyPolling:   d.boolean(g.BusyPolling, "busy_polling", false),
 	}
 	if s := d.str(g.CPUs, "cpus", ""); s != "" {
 		cpus, err := ParseCPUSet(s)

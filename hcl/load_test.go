@@ -104,6 +104,7 @@ global {
   threads         = 2
   cpus            = "0-1,3"
   hard_stop_after = "30m"
+  busy_polling    = true
   log {
     address  = "udp://127.0.0.1:514"
     facility = "local3"
@@ -160,7 +161,7 @@ listen "l" {
 		t.Fatalf("load failed:\n%s", out)
 	}
 	g := cfg.Global
-	if g.MaxConn != 5000 || g.Threads != 2 || g.HardStopAfter != 30*time.Minute {
+	if g.MaxConn != 5000 || g.Threads != 2 || g.HardStopAfter != 30*time.Minute || !g.BusyPolling {
 		t.Errorf("global = %+v", g)
 	}
 	if diff := cmp.Diff([]int{0, 1, 3}, g.CPUs); diff != "" {

@@ -9,10 +9,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
 	"time"
 
 	"sluice/daemon/backend"
+	"sluice/daemon/busypoll"
 	"sluice/daemon/check"
 	"sluice/daemon/limits"
 	"sluice/daemon/listen"
@@ -36,6 +38,7 @@ type Engine struct {
 	wg        sync.WaitGroup
 	services  []*http.Server // HTTP services sluice answers itself
 	started   time.Time
+	busy      *busypoll.Poller // busy_polling, until StopAccepting
 	// Service returns the handler of a frontend that sluice answers itself
 	// (metrics, stats page), or nil for a proxying frontend.
 	Service func(fe *proxy.Frontend) http.Handler
@@ -163,8 +166,18 @@ func (e *Engine) closeListeners() {
 	}
 }
 
-// Start runs the health checks and the accept loops.
+// Start runs the health checks and the accept loops, and busy polling
+// when configured.
 func (e *Engine) Start() {
+	if e.Config.Global.BusyPolling {
+		busy, err := busypoll.Start()
+		if err != nil {
+			e.log.Warn("busy polling not started", "err", err)
+		} else {
+			e.log.Info("busy polling: idle threads poll instead of sleeping", "threads", runtime.GOMAXPROCS(0))
+		}
+		e.busy = busy
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e.stop = cancel
 	for _, c := range e.checkers {
@@ -208,8 +221,11 @@ func (e *Engine) serveService(ln net.Listener, h http.Handler) {
 
 // StopAccepting stops the accept loops and closes this process's
 // listening sockets; sessions under way go on. A new generation sharing
-// the sockets takes every connection from then on.
+// the sockets takes every connection from then on. Busy polling stops
+// too, as HAProxy's does in an old process: a draining generation would
+// take a CPU from the new one.
 func (e *Engine) StopAccepting() {
+	e.busy.Stop()
 	for _, f := range e.Frontends {
 		f.Stop()
 	}

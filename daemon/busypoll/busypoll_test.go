@@ -1,0 +1,76 @@
+package busypoll
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// cpuDuring is the process's CPU time over d.
+func cpuDuring(t *testing.T, d time.Duration) time.Duration {
+	t.Helper()
+	var a, b unix.Rusage
+	unix.Getrusage(unix.RUSAGE_SELF, &a)
+	time.Sleep(d)
+	unix.Getrusage(unix.RUSAGE_SELF, &b)
+	used := func(r unix.Rusage) time.Duration {
+		return time.Duration(r.Utime.Nano() + r.Stime.Nano())
+	}
+	return used(b) - used(a)
+}
+
+// TestSpinsUntilStopped checks what an operator sees in top: a process
+// that busy-polls uses its CPU while idle, and gives it back once
+// stopped; meanwhile it still answers on its sockets.
+func TestSpinsUntilStopped(t *testing.T) {
+	const period = 500 * time.Millisecond
+	if idle := cpuDuring(t, period); idle > period/10 {
+		t.Fatalf("before starting: %v of CPU in %v", idle, period)
+	}
+	p, err := Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Shared with the tests of other packages on a 2-CPU machine: a
+	// spinner gets at least a fair share.
+	if busy := cpuDuring(t, period); busy < period/4 {
+		p.Stop()
+		t.Fatalf("busy polling: only %v of CPU in %v", busy, period)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			c.Write([]byte("hi"))
+			c.Close()
+		}
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 2)
+	if _, err := c.Read(buf); err != nil || string(buf) != "hi" {
+		t.Fatalf("a connection while busy polling: %q, %v", buf, err)
+	}
+	c.Close()
+
+	done := make(chan struct{})
+	go func() { p.Stop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Stop did not return")
+	}
+	if idle := cpuDuring(t, period); idle > period/10 {
+		t.Fatalf("after Stop: %v of CPU in %v", idle, period)
+	}
+	p.Stop() // twice is harmless
+}
