@@ -9,6 +9,7 @@
 //
 //	go run ./tests/bench/http -sluice bin/sluice
 //	go run ./tests/bench/http -sluice bin/sluice -origin-cache   # the proxies, not nginx, limit the rate
+//	go run ./tests/bench/http -sluice bin/sluice -busy-polling   # both proxies poll instead of sleeping
 package main
 
 import (
@@ -39,6 +40,7 @@ var (
 	// figure behind either proxy; with it, the proxy does
 	// (docs/BENCHMARKS.md, thirteenth session).
 	originCache = flag.Bool("origin-cache", false, "let nginx keep its files open (open_file_cache), so that the proxy, not the origin, limits the rate")
+	busyPolling = flag.Bool("busy-polling", false, "both proxies poll instead of sleeping when idle (busy_polling / busy-polling)")
 )
 
 type run struct{ name, path, header string }
@@ -77,21 +79,27 @@ func main() {
 	// Every target runs for the whole benchmark. Idle memory is taken
 	// first, in fresh processes: after the load runs it read anywhere
 	// from 0.6 to 1.5 KB for the same build, depending on the free heap
-	// left behind.
-	targets := []target{{name: "nginx", addr: origin}}
+	// left behind. Busy-polling proxies would take CPU 0 from each other
+	// while idle, so with -busy-polling each runs only for its own runs.
+	targets := []*target{{name: "nginx", addr: origin}}
 	idleKB := map[string]float64{}
 	for _, p := range []proxy{{"sluice", startSluice}, {"haproxy", startHAProxy}} {
-		cmd, front := p.start(dir, origin)
-		if cmd == nil {
+		t := &target{name: p.name, start: p.start}
+		if !t.run(dir, origin) {
 			continue
 		}
-		defer benchutil.Stop(cmd)
-		waitListening(front)
-		idleKB[p.name] = idleMemory(cmd.Process.Pid, front)
-		targets = append(targets, target{p.name, front, cmd.Process.Pid})
+		idleKB[p.name] = idleMemory(t.pid, t.addr)
+		if *busyPolling {
+			t.stop()
+		} else {
+			defer t.stop()
+		}
+		targets = append(targets, t)
 	}
 	for _, t := range targets {
-		wrk(t.addr, runs[0], time.Second) // warm up: connections, heaps
+		if t.cmd != nil {
+			wrk(t.addr, runs[0], time.Second) // warm up: connections, heaps
+		}
 	}
 
 	// In every round each shape runs through every target back to back,
@@ -107,7 +115,14 @@ func main() {
 	for round := range *rounds {
 		for i, r := range runs {
 			for _, t := range benchutil.InTurn(targets, round+i) {
+				if t.cmd == nil && t.start != nil {
+					t.run(dir, origin)
+					wrk(t.addr, runs[0], time.Second)
+				}
 				byRound[t.name][i] = append(byRound[t.name][i], measure(t, r))
+				if *busyPolling && t.start != nil {
+					t.stop()
+				}
 			}
 		}
 	}
@@ -155,14 +170,33 @@ func main() {
 }
 
 // target is where wrk sends its requests: nginx directly, or a proxy
-// whose processor use is noted (pid 0: none).
+// (start), running as cmd, whose processor use is noted.
 type target struct {
 	name, addr string
 	pid        int
+	start      func(dir, origin string) (*exec.Cmd, string)
+	cmd        *exec.Cmd
+}
+
+// run starts the proxy and waits until it listens; false when the proxy
+// is not installed.
+func (t *target) run(dir, origin string) bool {
+	cmd, addr := t.start(dir, origin)
+	if cmd == nil {
+		return false
+	}
+	waitListening(addr)
+	t.cmd, t.addr, t.pid = cmd, addr, cmd.Process.Pid
+	return true
+}
+
+func (t *target) stop() {
+	benchutil.Stop(t.cmd)
+	t.cmd, t.pid = nil, 0
 }
 
 // measure runs wrk for one shape against t.
-func measure(t target, r run) figure {
+func measure(t *target, r run) figure {
 	c0, t0 := benchutil.CPUSeconds(t.pid), time.Now()
 	out := wrk(t.addr, r, *duration)
 	f := parseWrk(out)
@@ -286,9 +320,10 @@ func startSluice(dir, origin string) (*exec.Cmd, string) {
 	front := benchutil.FreeAddr()
 	cfg := fmt.Sprintf(`
 global {
-  maxconn = 5000
-  threads = 1
-  cpus    = "0"
+  maxconn      = 5000
+  threads      = 1
+  cpus         = "0"
+  busy_polling = %t
 }
 defaults {
   mode = "http"
@@ -303,7 +338,7 @@ listen "bench" {
   backlog = 4096
   server "nginx" { address = "%s" }
 }
-`, front, origin)
+`, *busyPolling, front, origin)
 	path := filepath.Join(dir, "sluice.hcl")
 	os.WriteFile(path, []byte(cfg), 0o644)
 	return start(*sluiceBin, "run", "--no-master", "-f", path), front
@@ -320,6 +355,7 @@ global
   maxconn 5000
   nbthread 1
   cpu-map 1/1 0
+  %s
 defaults
   mode http
   timeout connect 5s
@@ -328,7 +364,7 @@ defaults
 listen bench
   bind %s backlog 4096
   server nginx %s
-`, front, origin)
+`, map[bool]string{true: "busy-polling"}[*busyPolling], front, origin)
 	path := filepath.Join(dir, "haproxy.cfg")
 	os.WriteFile(path, []byte(cfg), 0o644)
 	return start(*haproxy, "-f", path), front
