@@ -97,7 +97,7 @@ func main() {
 		targets = append(targets, t)
 	}
 	for _, t := range targets {
-		if t.cmd != nil {
+		if t.start == nil || t.cmd != nil { // nginx, or a proxy running
 			wrk(t.addr, runs[0], time.Second) // warm up: connections, heaps
 		}
 	}
