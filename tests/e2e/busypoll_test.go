@@ -2,32 +2,19 @@ package e2e
 
 import (
 	"fmt"
-	"os"
 	"regexp"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
+
+	"sluice/tests/bench/benchutil"
 )
 
-// cpuOver is the CPU time process pid uses over d, from /proc.
-func cpuOver(t *testing.T, pid int, d time.Duration) time.Duration {
-	t.Helper()
-	ticks := func() int64 {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			t.Fatal(err)
-		}
-		// The fields after the command name, which is in parentheses:
-		// utime and stime are the 12th and 13th.
-		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-		u, _ := strconv.ParseInt(f[11], 10, 64)
-		s, _ := strconv.ParseInt(f[12], 10, 64)
-		return u + s
-	}
-	a := ticks()
+// cpuOver is the CPU time process pid uses over d.
+func cpuOver(pid int, d time.Duration) time.Duration {
+	before := benchutil.CPUSeconds(pid)
 	time.Sleep(d)
-	return time.Duration(ticks()-a) * 10 * time.Millisecond // USER_HZ is 100
+	return time.Duration((benchutil.CPUSeconds(pid) - before) * float64(time.Second))
 }
 
 // TestBusyPolling checks busy_polling as an operator would with top: the
@@ -47,7 +34,7 @@ func TestBusyPolling(t *testing.T) {
 	r.waitLog(`busy polling: idle threads poll instead of sleeping`, 5*time.Second)
 	const period = time.Second
 	// Shared with other test packages on two CPUs: at least a quarter.
-	if cpu := cpuOver(t, old, period); cpu < period/4 {
+	if cpu := cpuOver(old, period); cpu < period/4 {
 		t.Fatalf("idle worker with busy_polling used %v of CPU in %v", cpu, period)
 	}
 	held, g := dial(t, fe) // a session that keeps generation 1 draining
@@ -60,10 +47,10 @@ func TestBusyPolling(t *testing.T) {
 		t.Fatalf("reload: code %d\n%s%s", code, out, errOut)
 	}
 	cur, _ := strconv.Atoi(m[1])
-	if cpu := cpuOver(t, old, period); cpu > period/10 {
+	if cpu := cpuOver(old, period); cpu > period/10 {
 		t.Errorf("draining worker still used %v of CPU in %v", cpu, period)
 	}
-	if cpu := cpuOver(t, cur, period); cpu < period/4 {
+	if cpu := cpuOver(cur, period); cpu < period/4 {
 		t.Errorf("new worker with busy_polling used %v of CPU in %v", cpu, period)
 	}
 	fmt.Fprintf(held, "still here\n")
