@@ -66,6 +66,11 @@ type Global struct {
 	// idle (HAProxy's busy-polling): lower latency on virtual machines,
 	// a whole CPU per thread spent. A draining generation stops.
 	BusyPolling bool
+	// PollBeforeSleep keeps the threads polling for this long after the
+	// last request, connection or socket event before they sleep: busy
+	// polling's latency while traffic flows, no CPU when idle. Zero:
+	// they sleep at once.
+	PollBeforeSleep time.Duration
 	// Logs are the destinations of proxies that say log = "global".
 	// When the configuration names none, it is one stderr target.
 	Logs []LogTarget

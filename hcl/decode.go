@@ -22,6 +22,7 @@ type globalBlock struct {
 	CPUs          hcl.Expression `hcl:"cpus,optional"`
 	HardStopAfter hcl.Expression `hcl:"hard_stop_after,optional"`
 	BusyPolling   hcl.Expression `hcl:"busy_polling,optional"`
+	PollBefore    hcl.Expression `hcl:"poll_before_sleep,optional"`
 	Logs          []*logBlock    `hcl:"log,block"`
 	AdminSockets  []*adminBlock  `hcl:"admin_socket,block"`
 }
@@ -369,6 +370,10 @@ func (d *decoder) global(g *globalBlock) Global {
 		Threads:       d.integer(g.Threads, "threads", 0, 0, 4096),
 		HardStopAfter: d.duration(g.HardStopAfter, "hard_stop_after", 0),
 		BusyPolling:   d.boolean(g.BusyPolling, "busy_polling", false),
+	}
+	out.PollBeforeSleep = d.duration(g.PollBefore, "poll_before_sleep", 0)
+	if out.BusyPolling && out.PollBeforeSleep > 0 {
+		d.errorf(g.PollBefore.Range(), "Conflicting settings", "poll_before_sleep has no effect with busy_polling = true, which polls without end; keep one of them.")
 	}
 	if s := d.str(g.CPUs, "cpus", ""); s != "" {
 		cpus, err := ParseCPUSet(s)

@@ -63,6 +63,7 @@ func TestDiagnosticPositions(t *testing.T) {
 		{"bad facility", "global {\n  log {\n    address = \"udp://127.0.0.1:514\"\n    facility = \"local9\"\n  }\n}\n", "c.hcl:4:16: error: Unknown syslog facility"},
 		{"wrong type", "global {\n  maxconn = \"many\"\n}\n", "c.hcl:2:13: error: Incorrect value type"},
 		{"cpus", "global {\n  cpus = \"3-1\"\n}\n", "c.hcl:2:10: error: Invalid CPU set"},
+		{"busy polling both ways", "global {\n  busy_polling = true\n  poll_before_sleep = \"50us\"\n}\n", "c.hcl:3:23: error: Conflicting settings"},
 		{"use_backend in tcp mode", "frontend \"f\" {\n  bind = [\":1\"]\n  default_backend = \"b\"\n  use_backend \"b\" { path = \"/x\" }\n}\nbackend \"b\" {}\n", "c.hcl:4:15: error: HTTP setting in TCP mode"},
 		{"unknown use_backend", "frontend \"f\" {\n  mode = \"http\"\n  bind = [\":1\"]\n  use_backend \"nope\" { path_prefix = [\"/api/\"] }\n}\n", "c.hcl:4:15: error: Unknown backend"},
 		{"bad rule action", "frontend \"f\" {\n  mode = \"http\"\n  bind = [\":1\"]\n  http_request \"explode\" {}\n}\n", "c.hcl:4:16: error: Unknown http_request action"},
@@ -87,6 +88,19 @@ func TestDiagnosticPositions(t *testing.T) {
 				t.Errorf("diagnostics do not contain %q:\n%s", tc.want, out)
 			}
 		})
+	}
+}
+
+func TestPollBeforeSleep(t *testing.T) {
+	cfg, out := load(t, map[string]string{"c.hcl": minimal + "global {\n  poll_before_sleep = \"50us\"\n}\n"})
+	if cfg == nil {
+		t.Fatalf("load failed:\n%s", out)
+	}
+	if g := cfg.Global; g.PollBeforeSleep != 50*time.Microsecond || g.BusyPolling {
+		t.Errorf("global = %+v", g)
+	}
+	if cfg, _ = load(t, map[string]string{"c.hcl": minimal}); cfg.Global.PollBeforeSleep != 0 {
+		t.Errorf("poll_before_sleep defaults to %v, want 0 (sleep at once)", cfg.Global.PollBeforeSleep)
 	}
 }
 

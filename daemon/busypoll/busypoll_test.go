@@ -74,3 +74,55 @@ func TestSpinsUntilStopped(t *testing.T) {
 	}
 	p.Stop() // twice is harmless
 }
+
+// sleepsDuring runs work n times, each followed by a 20 µs timer wait,
+// and returns how many times the process's threads went to sleep
+// (voluntary context switches) meanwhile. An idle Go thread waiting for a
+// short timer sleeps in epoll_wait; a polling one does not.
+func sleepsDuring(n int, work func()) int64 {
+	var a, b unix.Rusage
+	unix.Getrusage(unix.RUSAGE_SELF, &a)
+	for range n {
+		work()
+		time.Sleep(20 * time.Microsecond)
+	}
+	unix.Getrusage(unix.RUSAGE_SELF, &b)
+	return b.Nvcsw - a.Nvcsw
+}
+
+// TestWindowPollsOnlyWhileWorkComes checks poll_before_sleep's promise:
+// while work keeps coming (Touch), the threads do not go to sleep
+// between pieces of it; once it stops, the process is idle again, with
+// no CPU used; and work after that wakes the spinners again.
+func TestWindowPollsOnlyWhileWorkComes(t *testing.T) {
+	const n = 400
+	without := sleepsDuring(n, Touch)
+	if without < n/2 {
+		t.Fatalf("without polling the threads slept only %d times in %d timer waits: the test cannot tell", without, n)
+	}
+	p, err := StartWindow(5 * time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	time.Sleep(20 * time.Millisecond) // calibration
+	for round := range 2 {
+		with := sleepsDuring(n, Touch)
+		if with > without/4 {
+			t.Fatalf("round %d: polling while work comes, the threads still slept %d times (%d without)", round, with, without)
+		}
+		time.Sleep(50 * time.Millisecond) // past the window: the spinners sleep
+		const period = 500 * time.Millisecond
+		if idle := cpuDuring(t, period); idle > period/10 {
+			t.Fatalf("round %d: idle after the window, %v of CPU in %v", round, idle, period)
+		}
+		if got := p.asleep.Load(); got != int32(len(p.spinners)) {
+			t.Fatalf("round %d: %d of %d spinners asleep when idle", round, got, len(p.spinners))
+		}
+	}
+	p.Stop()
+	if windowed.Load() != nil {
+		t.Fatal("a stopped poller is still the one Touch wakes")
+	}
+	Touch() // with none: harmless
+}

@@ -38,7 +38,7 @@ type Engine struct {
 	wg        sync.WaitGroup
 	services  []*http.Server // HTTP services sluice answers itself
 	started   time.Time
-	busy      *busypoll.Poller // busy_polling, until StopAccepting
+	busy      *busypoll.Poller // busy_polling or poll_before_sleep, until StopAccepting
 	// Service returns the handler of a frontend that sluice answers itself
 	// (metrics, stats page), or nil for a proxying frontend.
 	Service func(fe *proxy.Frontend) http.Handler
@@ -169,14 +169,18 @@ func (e *Engine) closeListeners() {
 // Start runs the health checks and the accept loops, and busy polling
 // when configured.
 func (e *Engine) Start() {
-	if e.Config.Global.BusyPolling {
-		busy, err := busypoll.Start()
-		if err != nil {
-			e.log.Warn("busy polling not started", "err", err)
-		} else {
+	g := e.Config.Global
+	switch {
+	case g.BusyPolling:
+		e.busy = e.startPolling(busypoll.Start())
+		if e.busy != nil {
 			e.log.Info("busy polling: idle threads poll instead of sleeping", "threads", runtime.GOMAXPROCS(0))
 		}
-		e.busy = busy
+	case g.PollBeforeSleep > 0:
+		e.busy = e.startPolling(busypoll.StartWindow(g.PollBeforeSleep))
+		if e.busy != nil {
+			e.log.Info("idle threads poll before they sleep", "poll_before_sleep", g.PollBeforeSleep, "threads", runtime.GOMAXPROCS(0))
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e.stop = cancel
@@ -217,6 +221,16 @@ func (e *Engine) serveService(ln net.Listener, h http.Handler) {
 		defer e.wg.Done()
 		srv.Serve(ln)
 	}()
+}
+
+// startPolling returns p, or nil with a warning: without busy polling
+// sluice still works, only with the latency of sleeping threads.
+func (e *Engine) startPolling(p *busypoll.Poller, err error) *busypoll.Poller {
+	if err != nil {
+		e.log.Warn("busy polling not started", "err", err)
+		return nil
+	}
+	return p
 }
 
 // StopAccepting stops the accept loops and closes this process's

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"sluice/daemon/busypoll"
 	"sluice/daemon/sock"
 )
 
@@ -255,6 +256,7 @@ func (p *Poller) run(keep *os.File) {
 			case n == 0:
 				return false // park in Go's poller until the set is readable
 			}
+			busypoll.Touch()
 			p.dispatch(events[:n])
 			if n < len(events) {
 				return false

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"sluice/daemon/backend"
+	"sluice/daemon/busypoll"
 	"sluice/daemon/logging"
 	"sluice/daemon/proxyproto"
 	"sluice/daemon/sock"
@@ -136,6 +137,7 @@ func (f *Frontend) acceptLoop(accept func() (accepted, error), inline bool) {
 			continue
 		}
 		delay = 0
+		busypoll.Touch()
 		switch {
 		case inline:
 			if f.session(a, accept) {

@@ -19,6 +19,7 @@ import (
 
 	"sluice/daemon/backend"
 	"sluice/daemon/balance"
+	"sluice/daemon/busypoll"
 	"sluice/daemon/h1"
 	"sluice/daemon/logging"
 	"sluice/daemon/park"
@@ -244,6 +245,7 @@ type replyWait struct {
 func (a *replyWait) send(rc syscall.RawConn, w *h1.Writer) error {
 	a.w, a.sent, a.err = w, false, nil
 	rc.Read(a.step)
+	busypoll.Touch() // the answer is work too
 	a.w = nil
 	if a.err != nil {
 		return a.err
@@ -516,6 +518,7 @@ func (s *httpSession) readRequest() int {
 		}
 		start = time.Now()
 	}
+	busypoll.Touch()
 	s.acquire()
 	x := s.x
 	if x.out.Flush() != nil { // the last response, when the next request was already here

@@ -1,7 +1,10 @@
 package e2e
 
 import (
+	"bufio"
 	"fmt"
+	"io"
+	"net/http"
 	"regexp"
 	"strconv"
 	"testing"
@@ -60,5 +63,62 @@ func TestBusyPolling(t *testing.T) {
 	held.Close()
 	if g := greet(t, fe); g != "b" {
 		t.Errorf("after the reload: %q", g)
+	}
+}
+
+// TestPollBeforeSleep checks poll_before_sleep as an operator would: a
+// client sending request after request through a worker with it makes
+// the worker's threads sleep far less often than without it (each sleep
+// costs a wake-up's latency), in HTTP mode and in TCP mode; once the
+// traffic stops the worker uses no CPU. Not parallel: a polling worker
+// takes a CPU from other tests.
+func TestPollBeforeSleep(t *testing.T) {
+	web := newWebServer(t, "w")
+	const requests = 1000
+	sleepsPerRequest := func(global, mode string) (float64, int) {
+		port := freePort(t)
+		d := startSluice(t, "global {\n  threads = 1\n"+global+"}\n"+httpDefaults+fmt.Sprintf(`
+listen "fe" {
+  mode = %q
+  bind = ["127.0.0.1:%d"]
+  server "s" { address = %q }
+}
+`, mode, port, web.addr))
+		line := d.waitLog(`worker ready component=master generation=1 pid=\d+`, 5*time.Second)
+		worker, _ := strconv.Atoi(regexp.MustCompile(`pid=(\d+)`).FindStringSubmatch(line)[1])
+		c := dialPort(t, port)
+		defer c.Close()
+		r := bufio.NewReader(c)
+		exchange := func() {
+			fmt.Fprintf(c, "GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
+			resp, err := http.ReadResponse(r, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		exchange() // connections made, buffers warm
+		before := benchutil.Sleeps(worker)
+		for range requests {
+			exchange()
+		}
+		return float64(benchutil.Sleeps(worker)-before) / requests, worker
+	}
+	for _, mode := range []string{"http", "tcp"} {
+		without, _ := sleepsPerRequest("", mode)
+		with, worker := sleepsPerRequest("  poll_before_sleep = \"1ms\"\n", mode)
+		t.Logf("%s mode: worker sleeps per request: %.3f without poll_before_sleep, %.3f with", mode, without, with)
+		if without < 0.5 {
+			t.Fatalf("%s mode: without poll_before_sleep the worker slept only %.3f times per request: the test cannot tell", mode, without)
+		}
+		if with > without/4 {
+			t.Errorf("%s mode: with poll_before_sleep the worker still slept %.3f times per request (%.3f without)", mode, with, without)
+		}
+		time.Sleep(50 * time.Millisecond) // past the window
+		const period = time.Second
+		if cpu := cpuOver(worker, period); cpu > period/10 {
+			t.Errorf("%s mode: idle worker with poll_before_sleep used %v of CPU in %v", mode, cpu, period)
+		}
 	}
 }

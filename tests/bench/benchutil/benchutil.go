@@ -1,6 +1,7 @@
 // Package benchutil holds what the benchmark programs share: free
 // loopback addresses, waiting for a listener, a process's resident
-// memory and processor time, stopping a proxy, and medians of rounds.
+// memory, processor time and sleeps, stopping a proxy, and medians of
+// rounds.
 package benchutil
 
 import (
@@ -8,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -62,6 +64,24 @@ func CPUSeconds(pid int) float64 {
 	utime, _ := strconv.ParseFloat(f[11], 64)
 	stime, _ := strconv.ParseFloat(f[12], 64)
 	return (utime + stime) / 100 // USER_HZ is 100 on Linux
+}
+
+// Sleeps is how many times the threads of a process have gone to sleep
+// so far (voluntary context switches, summed over its threads; 0 if it
+// is gone).
+func Sleeps(pid int) int {
+	files, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	n := 0
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "voluntary_ctxt_switches:"); ok {
+				m, _ := strconv.Atoi(strings.TrimSpace(v))
+				n += m
+			}
+		}
+	}
+	return n
 }
 
 // Stop asks a proxy to stop (SIGINT), and kills it after 5 s: a process

@@ -10,6 +10,7 @@
 //	go run ./tests/bench/http -sluice bin/sluice
 //	go run ./tests/bench/http -sluice bin/sluice -origin-cache   # the proxies, not nginx, limit the rate
 //	go run ./tests/bench/http -sluice bin/sluice -busy-polling   # both proxies poll instead of sleeping
+//	go run ./tests/bench/http -sluice bin/sluice -poll-before-sleep 50us   # sluice polls while traffic flows
 package main
 
 import (
@@ -41,6 +42,7 @@ var (
 	// (docs/BENCHMARKS.md, thirteenth session).
 	originCache = flag.Bool("origin-cache", false, "let nginx keep its files open (open_file_cache), so that the proxy, not the origin, limits the rate")
 	busyPolling = flag.Bool("busy-polling", false, "both proxies poll instead of sleeping when idle (busy_polling / busy-polling)")
+	pollBefore  = flag.Duration("poll-before-sleep", 0, "sluice's poll_before_sleep (HAProxy has no such setting and runs as configured by default)")
 )
 
 type run struct{ name, path, header string }
@@ -63,6 +65,10 @@ type figure struct{ rps, p50ms, p90ms, p99ms, cpu float64 }
 
 func main() {
 	flag.Parse()
+	if *busyPolling && *pollBefore > 0 {
+		fmt.Fprintln(os.Stderr, "-busy-polling and -poll-before-sleep exclude each other")
+		os.Exit(2)
+	}
 	dir, _ := os.MkdirTemp("", "bench-http")
 	defer os.RemoveAll(dir)
 	os.Chmod(dir, 0o755)
@@ -316,6 +322,14 @@ http {
 	return start("taskset", "-c", "1", *nginxBin, "-c", conf, "-p", dir)
 }
 
+// pollBeforeSleep is the global setting for -poll-before-sleep, or none.
+func pollBeforeSleep() string {
+	if *pollBefore <= 0 {
+		return ""
+	}
+	return fmt.Sprintf("  poll_before_sleep = \"%dus\"\n", pollBefore.Microseconds())
+}
+
 func startSluice(dir, origin string) (*exec.Cmd, string) {
 	front := benchutil.FreeAddr()
 	cfg := fmt.Sprintf(`
@@ -324,7 +338,7 @@ global {
   threads      = 1
   cpus         = "0"
   busy_polling = %t
-}
+%s}
 defaults {
   mode = "http"
   timeout {
@@ -338,7 +352,7 @@ listen "bench" {
   backlog = 4096
   server "nginx" { address = "%s" }
 }
-`, *busyPolling, front, origin)
+`, *busyPolling, pollBeforeSleep(), front, origin)
 	path := filepath.Join(dir, "sluice.hcl")
 	os.WriteFile(path, []byte(cfg), 0o644)
 	return start(*sluiceBin, "run", "--no-master", "-f", path), front
