@@ -107,15 +107,21 @@ listen "fe" {
 	}
 	for _, mode := range []string{"http", "tcp"} {
 		without, _ := sleepsPerRequest("", mode)
-		with, worker := sleepsPerRequest("  poll_before_sleep = \"1ms\"\n", mode)
+		// A window far longer than a request here, so that other tests
+		// taking the CPUs for a while do not end it between two requests.
+		with, worker := sleepsPerRequest("  poll_before_sleep = \"20ms\"\n", mode)
 		t.Logf("%s mode: worker sleeps per request: %.3f without poll_before_sleep, %.3f with", mode, without, with)
 		if without < 0.5 {
 			t.Fatalf("%s mode: without poll_before_sleep the worker slept only %.3f times per request: the test cannot tell", mode, without)
 		}
-		if with > without/4 {
+		// Idle, with a CPU to itself, it sleeps about 0.1 times per
+		// request; other tests taking the CPUs make the kernel preempt it
+		// in system calls, and Go then hands its processor to another
+		// thread, which adds sleeps of their own (up to 0.6 seen).
+		if with > without/2 {
 			t.Errorf("%s mode: with poll_before_sleep the worker still slept %.3f times per request (%.3f without)", mode, with, without)
 		}
-		time.Sleep(50 * time.Millisecond) // past the window
+		time.Sleep(200 * time.Millisecond) // past the window
 		const period = time.Second
 		if cpu := cpuOver(worker, period); cpu > period/10 {
 			t.Errorf("%s mode: idle worker with poll_before_sleep used %v of CPU in %v", mode, cpu, period)
