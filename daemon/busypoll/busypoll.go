@@ -189,5 +189,3 @@ func (p *Poller) Stop() {
 		s.file.Close()
 	}
 }
-
-var dbgThr, dbgWorks, dbgTurns atomic.Int64
