@@ -71,6 +71,10 @@ type Global struct {
 	// polling's latency while traffic flows, no CPU when idle. Zero:
 	// they sleep at once.
 	PollBeforeSleep time.Duration
+	// PollWhenBusy applies PollBeforeSleep only while the threads spend
+	// most of their time on work anyway (poll_before_sleep = "auto", the
+	// default), so that a lightly loaded process sleeps between requests.
+	PollWhenBusy bool
 	// Logs are the destinations of proxies that say log = "global".
 	// When the configuration names none, it is one stderr target.
 	Logs []LogTarget

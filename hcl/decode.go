@@ -228,9 +228,10 @@ func decode(body hcl.Body, ctx *hcl.EvalContext) (*Config, hcl.Diagnostics) {
 			}
 		}
 	}
-	if global != nil {
-		cfg.Global = d.global(global)
+	if global == nil {
+		global = &globalBlock{} // every setting at its default
 	}
+	cfg.Global = d.global(global)
 	if len(cfg.Global.Logs) == 0 {
 		cfg.Global.Logs = []LogTarget{{Network: "stderr", Format: "raw", Tag: "sluice", Facility: facilities["local0"]}}
 	}
@@ -364,6 +365,28 @@ func (d *decoder) onlyBackend(s section) {
 	}
 }
 
+// AutoPollBeforeSleep is how long poll_before_sleep = "auto" (the
+// default) keeps busy threads polling after the last work.
+const AutoPollBeforeSleep = 50 * time.Microsecond
+
+// pollBeforeSleep reads poll_before_sleep: "auto" (the default), "off",
+// or a duration, "0" being off.
+func (d *decoder) pollBeforeSleep(e hcl.Expression) (window time.Duration, whenBusy bool) {
+	switch s := d.str(e, "poll_before_sleep", "auto"); s {
+	case "auto":
+		return AutoPollBeforeSleep, true
+	case "off":
+		return 0, false
+	default:
+		dur, err := ParseDuration(s)
+		if err != nil {
+			d.errorf(e.Range(), "Invalid poll_before_sleep", "%s; it is \"auto\" (poll only while the threads are busy, the default), \"off\", or a duration like \"50us\".", err)
+			return AutoPollBeforeSleep, true
+		}
+		return dur, false
+	}
+}
+
 func (d *decoder) global(g *globalBlock) Global {
 	out := Global{
 		MaxConn:       d.integer(g.MaxConn, "maxconn", 0, 1, 10_000_000),
@@ -371,8 +394,8 @@ func (d *decoder) global(g *globalBlock) Global {
 		HardStopAfter: d.duration(g.HardStopAfter, "hard_stop_after", 0),
 		BusyPolling:   d.boolean(g.BusyPolling, "busy_polling", false),
 	}
-	out.PollBeforeSleep = d.duration(g.PollBefore, "poll_before_sleep", 0)
-	if out.BusyPolling && out.PollBeforeSleep > 0 {
+	out.PollBeforeSleep, out.PollWhenBusy = d.pollBeforeSleep(g.PollBefore)
+	if out.BusyPolling && set(g.PollBefore) && out.PollBeforeSleep > 0 {
 		d.errorf(g.PollBefore.Range(), "Conflicting settings", "poll_before_sleep has no effect with busy_polling = true, which polls without end; keep one of them.")
 	}
 	if s := d.str(g.CPUs, "cpus", ""); s != "" {

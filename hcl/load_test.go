@@ -64,6 +64,8 @@ func TestDiagnosticPositions(t *testing.T) {
 		{"wrong type", "global {\n  maxconn = \"many\"\n}\n", "c.hcl:2:13: error: Incorrect value type"},
 		{"cpus", "global {\n  cpus = \"3-1\"\n}\n", "c.hcl:2:10: error: Invalid CPU set"},
 		{"busy polling both ways", "global {\n  busy_polling = true\n  poll_before_sleep = \"50us\"\n}\n", "c.hcl:3:23: error: Conflicting settings"},
+		{"busy polling and auto", "global {\n  busy_polling = true\n  poll_before_sleep = \"auto\"\n}\n", "c.hcl:3:23: error: Conflicting settings"},
+		{"bad poll_before_sleep", "global {\n  poll_before_sleep = \"sometimes\"\n}\n", "c.hcl:2:23: error: Invalid poll_before_sleep"},
 		{"use_backend in tcp mode", "frontend \"f\" {\n  bind = [\":1\"]\n  default_backend = \"b\"\n  use_backend \"b\" { path = \"/x\" }\n}\nbackend \"b\" {}\n", "c.hcl:4:15: error: HTTP setting in TCP mode"},
 		{"unknown use_backend", "frontend \"f\" {\n  mode = \"http\"\n  bind = [\":1\"]\n  use_backend \"nope\" { path_prefix = [\"/api/\"] }\n}\n", "c.hcl:4:15: error: Unknown backend"},
 		{"bad rule action", "frontend \"f\" {\n  mode = \"http\"\n  bind = [\":1\"]\n  http_request \"explode\" {}\n}\n", "c.hcl:4:16: error: Unknown http_request action"},
@@ -92,15 +94,31 @@ func TestDiagnosticPositions(t *testing.T) {
 }
 
 func TestPollBeforeSleep(t *testing.T) {
-	cfg, out := load(t, map[string]string{"c.hcl": minimal + "global {\n  poll_before_sleep = \"50us\"\n}\n"})
-	if cfg == nil {
-		t.Fatalf("load failed:\n%s", out)
+	cases := []struct {
+		global   string
+		window   time.Duration
+		whenBusy bool
+	}{
+		{"", AutoPollBeforeSleep, true}, // the default
+		{"global {\n  poll_before_sleep = \"auto\"\n}\n", AutoPollBeforeSleep, true},
+		{"global {\n  poll_before_sleep = \"50us\"\n}\n", 50 * time.Microsecond, false},
+		{"global {\n  poll_before_sleep = \"off\"\n}\n", 0, false},
+		{"global {\n  poll_before_sleep = \"0\"\n}\n", 0, false},
+		{"global {\n  busy_polling = true\n  poll_before_sleep = \"off\"\n}\n", 0, false},
 	}
-	if g := cfg.Global; g.PollBeforeSleep != 50*time.Microsecond || g.BusyPolling {
-		t.Errorf("global = %+v", g)
+	for _, tc := range cases {
+		cfg, out := load(t, map[string]string{"c.hcl": minimal + tc.global})
+		if cfg == nil {
+			t.Fatalf("%q: load failed:\n%s", tc.global, out)
+		}
+		if g := cfg.Global; g.PollBeforeSleep != tc.window || g.PollWhenBusy != tc.whenBusy {
+			t.Errorf("%q: poll_before_sleep %v, only when busy %v; want %v, %v", tc.global, g.PollBeforeSleep, g.PollWhenBusy, tc.window, tc.whenBusy)
+		}
 	}
-	if cfg, _ = load(t, map[string]string{"c.hcl": minimal}); cfg.Global.PollBeforeSleep != 0 {
-		t.Errorf("poll_before_sleep defaults to %v, want 0 (sleep at once)", cfg.Global.PollBeforeSleep)
+	// busy_polling alone keeps its meaning: the default "auto" gives way.
+	cfg, out := load(t, map[string]string{"c.hcl": minimal + "global {\n  busy_polling = true\n}\n"})
+	if cfg == nil || !cfg.Global.BusyPolling {
+		t.Fatalf("busy_polling alone:\n%s", out)
 	}
 }
 

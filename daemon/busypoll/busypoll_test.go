@@ -2,6 +2,8 @@ package busypoll
 
 import (
 	"net"
+	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -127,4 +129,103 @@ func TestWindowPollsOnlyWhileWorkComes(t *testing.T) {
 		t.Fatal("a stopped poller is still the one Touch wakes")
 	}
 	Touch() // with none: harmless
+}
+
+// workShare is a process's CPU time as the governor reads it: the
+// spinners' idle turns, plus a share of the threads' time on work that
+// the test sets. The real figure depends on what else runs on the
+// machine; this one lets the test say how busy the process is.
+type workShare struct {
+	mu    sync.Mutex
+	p     *Poller
+	share float64
+	work  time.Duration
+	since time.Time
+}
+
+func (w *workShare) set(share float64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.account()
+	w.share = share
+}
+
+func (w *workShare) account() {
+	now := time.Now()
+	w.work += time.Duration(w.share * float64(runtime.GOMAXPROCS(0)) * float64(now.Sub(w.since)))
+	w.since = now
+}
+
+func (w *workShare) cpuTime() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.account()
+	var idle int64
+	if w.p != nil {
+		idle = w.p.idleSpun()
+	}
+	return int64(w.work) + idle
+}
+
+// waitPolling waits up to a second for the governor to turn polling on
+// or off.
+func waitPolling(t *testing.T, p *Poller, want bool) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Second); p.polling.Load() != want; {
+		if time.Now().After(deadline) {
+			t.Fatalf("polling %v after a second, want %v", !want, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestBusyPollsOnlyWhileBusy checks poll_before_sleep = "auto": a
+// process whose threads are lightly loaded sleeps between requests as it
+// would without polling; one whose threads are busy polls between them;
+// and once the load falls, it sleeps again and uses no CPU when idle.
+func TestBusyPollsOnlyWhileBusy(t *testing.T) {
+	const n = 400
+	without := sleepsDuring(n, Touch)
+	if without < n/2 {
+		t.Fatalf("without polling the threads slept only %d times in %d timer waits: the test cannot tell", without, n)
+	}
+	load := &workShare{since: time.Now(), share: 0.3}
+	p, err := startBusy(20*time.Millisecond, load.cpuTime)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	load.mu.Lock()
+	load.p = p
+	load.mu.Unlock()
+
+	time.Sleep(300 * time.Millisecond) // three looks of the governor
+	if light := sleepsDuring(n, Touch); p.polling.Load() || light < without/2 {
+		t.Fatalf("30%% busy: polling %v, the threads slept %d times (%d without polling)", p.polling.Load(), light, without)
+	}
+
+	load.set(0.9)
+	waitPolling(t, p, true)
+	if busy := sleepsDuring(n, Touch); busy > without/2 {
+		t.Fatalf("90%% busy: the threads still slept %d times (%d without polling)", busy, without)
+	}
+	load.set(0.6) // between the thresholds: polling goes on
+	time.Sleep(300 * time.Millisecond)
+	if !p.polling.Load() {
+		t.Fatal("60% busy: polling stopped; the governor has no hysteresis")
+	}
+
+	load.set(0.2)
+	waitPolling(t, p, false)
+	time.Sleep(100 * time.Millisecond) // the spinners see it
+	const period = 500 * time.Millisecond
+	if idle := cpuDuring(t, period); idle > period/10 {
+		t.Fatalf("20%% busy, idle: %v of CPU in %v", idle, period)
+	}
+	if got := p.asleep.Load(); got != int32(len(p.spinners)) {
+		t.Fatalf("%d of %d spinners asleep once the load fell", got, len(p.spinners))
+	}
+	if light := sleepsDuring(n, Touch); light < without/2 {
+		t.Fatalf("20%% busy: the threads slept only %d times (%d without polling): Touch woke the spinners", light, without)
+	}
 }

@@ -176,6 +176,11 @@ func (e *Engine) Start() {
 		if e.busy != nil {
 			e.log.Info("busy polling: idle threads poll instead of sleeping", "threads", runtime.GOMAXPROCS(0))
 		}
+	case g.PollWhenBusy:
+		e.busy = e.startPolling(busypoll.StartBusy(g.PollBeforeSleep))
+		if e.busy != nil {
+			e.log.Info("busy threads poll before they sleep", "poll_before_sleep", "auto", "window", g.PollBeforeSleep, "threads", runtime.GOMAXPROCS(0))
+		}
 	case g.PollBeforeSleep > 0:
 		e.busy = e.startPolling(busypoll.StartWindow(g.PollBeforeSleep))
 		if e.busy != nil {

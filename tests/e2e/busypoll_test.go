@@ -70,7 +70,9 @@ func TestBusyPolling(t *testing.T) {
 // client sending request after request through a worker with it makes
 // the worker's threads sleep far less often than without it (each sleep
 // costs a wake-up's latency), in HTTP mode and in TCP mode; once the
-// traffic stops the worker uses no CPU. Not parallel: a polling worker
+// traffic stops the worker uses no CPU. The default, "auto", polls only
+// when the threads are busy (daemon/busypoll's tests), which one client
+// does not make them. Not parallel: a polling worker
 // takes a CPU from other tests.
 func TestPollBeforeSleep(t *testing.T) {
 	web := newWebServer(t, "w")
@@ -106,13 +108,19 @@ listen "fe" {
 		return float64(benchutil.Sleeps(worker)-before) / requests, worker
 	}
 	for _, mode := range []string{"http", "tcp"} {
-		without, _ := sleepsPerRequest("", mode)
+		without, _ := sleepsPerRequest("  poll_before_sleep = \"off\"\n", mode)
+		// One client waiting for each answer keeps the worker's thread
+		// well under 75% busy, so the default, "auto", does not poll.
+		auto, _ := sleepsPerRequest("", mode)
 		// A window far longer than a request here, so that other tests
 		// taking the CPUs for a while do not end it between two requests.
 		with, worker := sleepsPerRequest("  poll_before_sleep = \"20ms\"\n", mode)
-		t.Logf("%s mode: worker sleeps per request: %.3f without poll_before_sleep, %.3f with", mode, without, with)
+		t.Logf("%s mode: worker sleeps per request: %.3f with poll_before_sleep off, %.3f auto (the default), %.3f with 20ms", mode, without, auto, with)
 		if without < 0.5 {
 			t.Fatalf("%s mode: without poll_before_sleep the worker slept only %.3f times per request: the test cannot tell", mode, without)
+		}
+		if auto < without/2 {
+			t.Errorf("%s mode: lightly loaded, the default poll_before_sleep polled: the worker slept %.3f times per request (%.3f with it off)", mode, auto, without)
 		}
 		// Idle, with a CPU to itself, it sleeps about 0.1 times per
 		// request; other tests taking the CPUs make the kernel preempt it

@@ -42,7 +42,7 @@ var (
 	// (docs/BENCHMARKS.md, thirteenth session).
 	originCache = flag.Bool("origin-cache", false, "let nginx keep its files open (open_file_cache), so that the proxy, not the origin, limits the rate")
 	busyPolling = flag.Bool("busy-polling", false, "both proxies poll instead of sleeping when idle (busy_polling / busy-polling)")
-	pollBefore  = flag.Duration("poll-before-sleep", 0, "sluice's poll_before_sleep (HAProxy has no such setting and runs as configured by default)")
+	pollBefore  = flag.String("poll-before-sleep", "", "sluice's poll_before_sleep: auto, off or a duration (default: not set, which is auto; HAProxy has no such setting and runs as configured by default)")
 )
 
 type run struct{ name, path, header string }
@@ -65,7 +65,7 @@ type figure struct{ rps, p50ms, p90ms, p99ms, cpu float64 }
 
 func main() {
 	flag.Parse()
-	if *busyPolling && *pollBefore > 0 {
+	if *busyPolling && *pollBefore != "" {
 		fmt.Fprintln(os.Stderr, "-busy-polling and -poll-before-sleep exclude each other")
 		os.Exit(2)
 	}
@@ -324,10 +324,10 @@ http {
 
 // pollBeforeSleep is the global setting for -poll-before-sleep, or none.
 func pollBeforeSleep() string {
-	if *pollBefore <= 0 {
+	if *pollBefore == "" {
 		return ""
 	}
-	return fmt.Sprintf("  poll_before_sleep = \"%dus\"\n", pollBefore.Microseconds())
+	return fmt.Sprintf("  poll_before_sleep = %q\n", *pollBefore)
 }
 
 func startSluice(dir, origin string) (*exec.Cmd, string) {
