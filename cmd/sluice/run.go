@@ -287,7 +287,7 @@ func service(fe *proxy.Frontend, e *engine.Engine, log *slog.Logger) http.Handle
 	mux := http.NewServeMux()
 	if cfg.Prometheus != nil {
 		mux.Handle(cfg.Prometheus.URI, metrics.Handler(&metrics.Collector{
-			Process: e.Process, Frontends: e.Frontends, Backends: e.Backends, Started: e.Started(),
+			Process: e.Process, Frontends: e.Frontends, Backends: e.Backends, Started: e.Started(), Idle: e.Idle,
 		}))
 	}
 	if cfg.Stats != nil {

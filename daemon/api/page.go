@@ -181,7 +181,7 @@ func (p *StatsPage) render(w http.ResponseWriter, user, msg string) {
 	data := map[string]any{
 		"Proxies": proxies, "Admin": p.cfg.Admin, "Token": p.token(user), "User": user, "Msg": msg,
 		"Refresh": int(p.cfg.Refresh.Seconds()), "HideVersion": p.cfg.HideVersion, "Version": version.Version,
-		"Pid": os.Getpid(), "Uptime": up.String(), "Threads": runtime.GOMAXPROCS(0),
+		"Pid": os.Getpid(), "Uptime": up.String(), "Threads": runtime.GOMAXPROCS(0), "Idle": p.e.Idle(),
 		"Cur": p.e.Process.Stats.Cur.Load(), "Max": p.e.Process.MaxConn(), "Total": p.e.Process.Stats.Total.Load(),
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -231,7 +231,7 @@ tr.total{background:#e0e0ff;font-weight:bold} .msg{background:#ffffc0;padding:4p
 form{display:inline} input.w{width:3em}
 </style></head><body>
 <h1>sluice statistics</h1>
-<p id="process">{{if not .HideVersion}}Version {{.Version}}, {{end}}pid {{.Pid}}, uptime {{.Uptime}}, threads {{.Threads}};
+<p id="process">{{if not .HideVersion}}Version {{.Version}}, {{end}}pid {{.Pid}}, uptime {{.Uptime}}, threads {{.Threads}}, idle {{.Idle}}%;
 current connections {{.Cur}} of maxconn {{.Max}}; {{.Total}} since start{{if .User}}; logged in as {{.User}}{{end}}.
 Also as <a href=";csv">CSV</a> and <a href=";json">JSON</a>.</p>
 {{if .Msg}}<p class="msg" id="msg">{{.Msg}}</p>{{end}}

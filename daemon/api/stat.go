@@ -195,6 +195,7 @@ func infoLines(e *engine.Engine, started time.Time) [][2]string {
 		{"CurrConns", n(e.Process.Stats.Cur.Load())},
 		{"CumConns", n(e.Process.Stats.Total.Load())},
 		{"MaxConnRate", "0"},
+		{"Idle_pct", strconv.Itoa(e.Idle())},
 		{"Goroutines", strconv.Itoa(runtime.NumGoroutine())},
 	}
 }

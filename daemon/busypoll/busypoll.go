@@ -2,7 +2,8 @@
 // wait for network events, as HAProxy's busy-polling does: on a virtual
 // machine, a thread that sleeps in epoll_wait gives its CPU back to the
 // host, and waking it again costs an interrupt and tens of microseconds
-// of latency.
+// of latency. It also measures how busy the threads are (show info's
+// Idle_pct), which the CPU time no longer says once they poll.
 //
 // A spinner is an eventfd in Go's network poller that the spinner makes
 // readable again every time it runs, then waits on. The scheduler runs it
@@ -18,10 +19,12 @@
 // gone to sleep. StartBusy does the same only while the threads are busy
 // anyway (poll_before_sleep = "auto", the default), so that polling never
 // turns a lightly loaded process into one that reads as fully busy.
+// Measure only measures (poll_before_sleep = "off").
 package busypoll
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"runtime"
 	"sync"
@@ -32,22 +35,24 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Poller is a set of running spinners.
+// Poller is a set of running spinners and the meter that watches how
+// busy the threads are.
 type Poller struct {
-	window   time.Duration // zero: spin without end
+	window   time.Duration
+	auto     bool // polling follows how busy the threads are
 	stopped  atomic.Bool
+	polling  atomic.Bool  // false: the spinners sleep and Touch leaves them
 	asleep   atomic.Int32 // spinners waiting for Touch
 	touched  atomic.Bool  // Touch since a spinner last looked
 	epoch    time.Time
 	lastWork atomic.Int64 // when a spinner last saw touched, since epoch
 	spinners []*spinner
+	threads  int // GOMAXPROCS when started
 	wg       sync.WaitGroup
 
-	// polling is false while a StartBusy poller's threads are not busy
-	// enough: the spinners sleep and Touch leaves them asleep.
-	polling  atomic.Bool
-	governed chan struct{} // closed by Stop, for the governor
-	cpuTime  func() int64  // processCPU, but for tests
+	busy    atomic.Uint64 // float64 bits: share of the threads' time on work, about the last second
+	done    chan struct{} // closed by Stop, for the meter
+	cpuTime func() int64  // processCPU, but for tests
 }
 
 type spinner struct {
@@ -61,95 +66,137 @@ type spinner struct {
 	slept    bool  // the spinner slept since its last turn
 }
 
-// windowed is the running StartWindow poller, the one Touch wakes.
-var windowed atomic.Pointer[Poller]
+// current is the running poller with spinners, the one Touch wakes.
+var current atomic.Pointer[Poller]
+
+// forever is Start's window: the spinners never sleep.
+const forever = time.Duration(math.MaxInt64)
 
 // Start starts one spinner per GOMAXPROCS, which spin until Stop.
-func Start() (*Poller, error) { return start(0, true) }
+func Start() (*Poller, error) { return start(forever, true, false, processCPU) }
 
 // StartWindow starts one spinner per GOMAXPROCS, each of which keeps its
 // thread polling until window has passed without Touch, then sleeps until
 // the next. The process's Touch calls wake this poller until it is stopped.
 func StartWindow(window time.Duration) (*Poller, error) {
-	return startWindow(window, true)
+	return start(window, true, false, processCPU)
 }
 
-func startWindow(window time.Duration, polling bool) (*Poller, error) {
-	if window <= 0 {
-		return nil, fmt.Errorf("busy polling window %v: must be positive", window)
-	}
-	p, err := start(window, polling)
-	if err == nil {
-		windowed.Store(p)
-	}
-	return p, err
-}
-
-// StartBusy is StartWindow while the threads are busy: a governor turns
-// polling on once the threads spend 75% of their time on work, and
-// off again below 50%, so that a lightly loaded process sleeps as
-// it would without. Busy threads are the ones whose short sleeps cost
-// the most: on a virtual machine, each wake-up costs an interrupt and
-// tens of microseconds, and their sleeps last only microseconds.
+// StartBusy is StartWindow while the threads are busy: polling turns on
+// once the threads spend 75% of their time on work, and off again below
+// 50%, so that a lightly loaded process sleeps as it would without. Busy
+// threads are the ones whose short sleeps cost the most: on a virtual
+// machine, each wake-up costs an interrupt and tens of microseconds, and
+// their sleeps last only microseconds.
 func StartBusy(window time.Duration) (*Poller, error) {
-	return startBusy(window, processCPU)
+	return start(window, false, true, processCPU)
 }
 
-// startBusy is StartBusy with the process's CPU time read by cpuTime.
-func startBusy(window time.Duration, cpuTime func() int64) (*Poller, error) {
-	p, err := startWindow(window, false)
-	if err != nil {
-		return nil, err
-	}
-	p.cpuTime = cpuTime
-	p.governed = make(chan struct{})
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		p.govern()
-	}()
-	return p, nil
+// Measure starts only the meter: the threads sleep as Go's runtime makes
+// them, and Idle says how busy they are.
+func Measure() *Poller {
+	p := newPoller(0, false, false, processCPU)
+	p.startMeter()
+	return p
 }
 
-// The governor's thresholds, as shares of the threads' time spent on
+// The thresholds of StartBusy, as shares of the threads' time spent on
 // work. Between the two, polling stays as it is: a thread that polls
-// spends less on each request than one that sleeps and is woken (10–15%
-// less here), and measured over 100 ms its share moves by ±0.1.
+// spends less on each request than one that sleeps and is woken (about
+// 13% less here), and measured over 100 ms its share moves by ±0.1.
 const (
 	pollAbove  = 0.75
 	sleepBelow = 0.50
 )
 
-// How often the governor looks: often while there is work, rarely when
-// the process is idle, so that an idle process still uses no CPU.
+// How often the meter looks: often while there is work, rarely when the
+// process is idle, so that an idle process still uses no CPU; and over
+// how long Idle averages, as HAProxy's Idle_pct does.
 const (
-	governEvery     = 100 * time.Millisecond
-	governIdleEvery = time.Second
+	measureEvery     = 100 * time.Millisecond
+	measureIdleEvery = time.Second
+	idleAverage      = time.Second
 )
 
-// govern turns polling on and off by how busy the threads are: their CPU
-// time less what the spinners spent finding no work, over the time the
-// threads had. With several threads the measure errs low (one spinner
-// takes the touched flag for all), so polling starts later, never
-// earlier, than it should.
-func (p *Poller) govern() {
+func newPoller(window time.Duration, polling, auto bool, cpuTime func() int64) *Poller {
+	p := &Poller{window: window, auto: auto, epoch: time.Now(), threads: runtime.GOMAXPROCS(0),
+		done: make(chan struct{}), cpuTime: cpuTime}
+	p.polling.Store(polling)
+	return p
+}
+
+func start(window time.Duration, polling, auto bool, cpuTime func() int64) (*Poller, error) {
+	if window <= 0 {
+		return nil, fmt.Errorf("busy polling window %v: must be positive", window)
+	}
+	p := newPoller(window, polling, auto, cpuTime)
+	for range p.threads {
+		fd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+		if err != nil {
+			p.Stop()
+			return nil, os.NewSyscallError("eventfd", err)
+		}
+		f := os.NewFile(uintptr(fd), "busy-poll")
+		rc, err := f.SyscallConn()
+		if err != nil {
+			f.Close()
+			p.Stop()
+			return nil, fmt.Errorf("busy polling: %w", err)
+		}
+		s := &spinner{file: f, rc: rc}
+		p.spinners = append(p.spinners, s)
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.spin(s)
+		}()
+	}
+	current.Store(p)
+	p.startMeter()
+	return p, nil
+}
+
+func (p *Poller) startMeter() {
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		p.measure()
+	}()
+}
+
+// measure keeps Idle up to date and, for StartBusy, turns polling on and
+// off by how busy the threads are: their CPU time less what the spinners
+// spent finding no work, over the time the threads had. With several
+// threads the measure errs low (one spinner takes the touched flag for
+// all), so polling starts later, never earlier, than it should.
+func (p *Poller) measure() {
 	lastCPU, lastIdle, last := p.cpuTime(), p.idleSpun(), time.Now()
-	timer := time.NewTimer(governEvery)
+	timer := time.NewTimer(measureEvery)
 	defer timer.Stop()
+	avg := -1.0 // none yet
 	for {
 		select {
-		case <-p.governed:
+		case <-p.done:
 			return
 		case <-timer.C:
 		}
 		cpu, idle, now := p.cpuTime(), p.idleSpun(), time.Now()
-		busy := float64(cpu-lastCPU-(idle-lastIdle)) / float64(int64(len(p.spinners))*int64(now.Sub(last)))
+		elapsed := now.Sub(last)
+		busy := float64(cpu-lastCPU-(idle-lastIdle)) / float64(int64(p.threads)*int64(elapsed))
+		busy = min(max(busy, 0), 1)
 		lastCPU, lastIdle, last = cpu, idle, now
-		p.setPolling(decide(p.polling.Load(), busy))
+		if avg < 0 {
+			avg = busy
+		}
+		avg += (busy - avg) * min(1, float64(elapsed)/float64(idleAverage))
+		p.busy.Store(math.Float64bits(avg))
+		if p.auto {
+			p.setPolling(decide(p.polling.Load(), busy))
+		}
 		if busy < 0.01 {
-			timer.Reset(governIdleEvery)
+			timer.Reset(measureIdleEvery)
 		} else {
-			timer.Reset(governEvery)
+			timer.Reset(measureEvery)
 		}
 	}
 }
@@ -173,6 +220,16 @@ func (p *Poller) setPolling(on bool) {
 	p.wake()
 }
 
+// Idle is the share of the threads' time, in per cent, that they spent
+// waiting for work over about the last second, whether asleep or
+// polling: HAProxy's Idle_pct. A nil Poller says 100.
+func (p *Poller) Idle() int {
+	if p == nil {
+		return 100
+	}
+	return int(math.Round(100 * (1 - math.Float64frombits(p.busy.Load()))))
+}
+
 // idleSpun is the time all spinners spent in turns that found no work.
 func (p *Poller) idleSpun() int64 {
 	var sum int64
@@ -192,52 +249,10 @@ func processCPU() int64 {
 	return ts.Nano()
 }
 
-func start(window time.Duration, polling bool) (*Poller, error) {
-	p := &Poller{window: window, epoch: time.Now(), cpuTime: processCPU}
-	p.polling.Store(polling)
-	for range runtime.GOMAXPROCS(0) {
-		fd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
-		if err != nil {
-			p.Stop()
-			return nil, os.NewSyscallError("eventfd", err)
-		}
-		f := os.NewFile(uintptr(fd), "busy-poll")
-		rc, err := f.SyscallConn()
-		if err != nil {
-			f.Close()
-			p.Stop()
-			return nil, fmt.Errorf("busy polling: %w", err)
-		}
-		s := &spinner{file: f, rc: rc}
-		p.spinners = append(p.spinners, s)
-		p.wg.Add(1)
-		go func() {
-			defer p.wg.Done()
-			if window > 0 {
-				p.spinWindow(s)
-			} else {
-				p.spin(s)
-			}
-		}()
-	}
-	return p, nil
-}
-
-// spin turns until Stop.
+// spin turns while work comes, sleeps once the window has passed since
+// the last Touch that a spinner saw (or while polling is off), and turns
+// again after Touch. It counts the time of the turns that found no work.
 func (p *Poller) spin(s *spinner) {
-	s.rc.Read(func(fd uintptr) bool {
-		if p.stopped.Load() {
-			return true
-		}
-		poke(fd)
-		return false
-	})
-}
-
-// spinWindow turns while work comes, sleeps once the window has passed
-// since the last Touch that a spinner saw, and turns again after Touch.
-// It counts the time of the turns that found no work.
-func (p *Poller) spinWindow(s *spinner) {
 	window := int64(p.window)
 	s.rc.Read(func(fd uintptr) bool {
 		if p.stopped.Load() {
@@ -254,21 +269,13 @@ func (p *Poller) spinWindow(s *spinner) {
 		s.lastTurn, s.slept = now, false
 		switch {
 		case !p.polling.Load():
-			s.slept = true
-			p.asleep.Add(1)
-			s.asleep.Store(true)
+			p.sleep(s)
 			return false
 		case touched:
 			p.touched.Store(false)
 			p.lastWork.Store(now)
 		case now-p.lastWork.Load() > window:
-			// Sleep until Touch. A Touch from here on pokes the eventfd,
-			// and the poller keeps that edge for the wait below; one that
-			// falls between the two stores finds nothing to wake, and the
-			// next Touch does it.
-			s.slept = true
-			p.asleep.Add(1)
-			s.asleep.Store(true)
+			p.sleep(s)
 			return false
 		}
 		poke(fd)
@@ -276,13 +283,23 @@ func (p *Poller) spinWindow(s *spinner) {
 	})
 }
 
-// Touch says that work has come: the spinners of a StartWindow poller
-// keep polling for another window, and those that have gone to sleep
-// poll again. Under steady work it costs four atomic loads, the flag's
-// store once per turn of a spinner at most; one load without a windowed
-// poller, two while a StartBusy poller does not poll.
+// sleep makes s wait for Touch. A Touch from here on pokes the eventfd,
+// and the poller keeps that edge for the wait that follows; one that
+// falls between the two stores finds nothing to wake, and the next Touch
+// does it.
+func (p *Poller) sleep(s *spinner) {
+	s.slept = true
+	p.asleep.Add(1)
+	s.asleep.Store(true)
+}
+
+// Touch says that work has come: the spinners keep polling for another
+// window, and those that have gone to sleep poll again. Under steady work
+// it costs four atomic loads, the flag's store once per turn of a spinner
+// at most; one load without spinners, two while a StartBusy poller does
+// not poll.
 func Touch() {
-	p := windowed.Load()
+	p := current.Load()
 	if p == nil || !p.polling.Load() {
 		return
 	}
@@ -316,16 +333,15 @@ func poke(fd uintptr) {
 // and arm64), shared so that a turn of a spinner allocates nothing.
 var one = []byte{1, 0, 0, 0, 0, 0, 0, 0}
 
-// Stop ends the spinners and waits for them: the threads sleep again
-// when idle. A nil Poller is stopped already.
+// Stop ends the spinners and the meter and waits for them: the threads
+// sleep again when idle, and Idle keeps its last figure. A nil Poller is
+// stopped already.
 func (p *Poller) Stop() {
 	if p == nil || p.stopped.Swap(true) {
 		return
 	}
-	windowed.CompareAndSwap(p, nil)
-	if p.governed != nil {
-		close(p.governed)
-	}
+	current.CompareAndSwap(p, nil)
+	close(p.done)
 	for _, s := range p.spinners {
 		s.rc.Control(poke) // wakes the spinner, which sees the flag
 	}

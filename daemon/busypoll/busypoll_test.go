@@ -125,7 +125,7 @@ func TestWindowPollsOnlyWhileWorkComes(t *testing.T) {
 		}
 	}
 	p.Stop()
-	if windowed.Load() != nil {
+	if current.Load() != nil {
 		t.Fatal("a stopped poller is still the one Touch wakes")
 	}
 	Touch() // with none: harmless
@@ -190,7 +190,7 @@ func TestBusyPollsOnlyWhileBusy(t *testing.T) {
 		t.Fatalf("without polling the threads slept only %d times in %d timer waits: the test cannot tell", without, n)
 	}
 	load := &workShare{since: time.Now(), share: 0.3}
-	p, err := startBusy(20*time.Millisecond, load.cpuTime)
+	p, err := start(20*time.Millisecond, false, true, load.cpuTime)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,5 +227,35 @@ func TestBusyPollsOnlyWhileBusy(t *testing.T) {
 	}
 	if light := sleepsDuring(n, Touch); light < without/2 {
 		t.Fatalf("20%% busy: the threads slept only %d times (%d without polling): Touch woke the spinners", light, without)
+	}
+}
+
+// TestIdle checks show info's Idle_pct as an operator reads it: the share
+// of the threads' time without work, over about the last second, from
+// the process's CPU time when the threads sleep.
+func TestIdle(t *testing.T) {
+	var p *Poller
+	if got := p.Idle(); got != 100 {
+		t.Errorf("no meter: Idle %d, want 100", got)
+	}
+	load := &workShare{since: time.Now(), share: 0.3}
+	p = newPoller(0, false, false, load.cpuTime)
+	p.startMeter()
+	defer p.Stop()
+	time.Sleep(250 * time.Millisecond)
+	if got := p.Idle(); got < 65 || got > 75 {
+		t.Errorf("30%% busy: Idle %d, want about 70", got)
+	}
+	load.set(0.9)
+	deadline := time.Now().Add(4 * time.Second)
+	for p.Idle() > 15 {
+		if time.Now().After(deadline) {
+			t.Fatalf("90%% busy: Idle still %d after 4 s", p.Idle())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	p.Stop()
+	if got := p.Idle(); got > 15 {
+		t.Errorf("stopped: Idle %d, want the last figure", got)
 	}
 }

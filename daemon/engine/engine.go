@@ -38,7 +38,7 @@ type Engine struct {
 	wg        sync.WaitGroup
 	services  []*http.Server // HTTP services sluice answers itself
 	started   time.Time
-	busy      *busypoll.Poller // busy_polling or poll_before_sleep, until StopAccepting
+	busy      *busypoll.Poller // polling as configured, and the Idle_pct meter, until StopAccepting
 	// Service returns the handler of a frontend that sluice answers itself
 	// (metrics, stats page), or nil for a proxying frontend.
 	Service func(fe *proxy.Frontend) http.Handler
@@ -169,24 +169,7 @@ func (e *Engine) closeListeners() {
 // Start runs the health checks and the accept loops, and busy polling
 // when configured.
 func (e *Engine) Start() {
-	g := e.Config.Global
-	switch {
-	case g.BusyPolling:
-		e.busy = e.startPolling(busypoll.Start())
-		if e.busy != nil {
-			e.log.Info("busy polling: idle threads poll instead of sleeping", "threads", runtime.GOMAXPROCS(0))
-		}
-	case g.PollWhenBusy:
-		e.busy = e.startPolling(busypoll.StartBusy(g.PollBeforeSleep))
-		if e.busy != nil {
-			e.log.Info("busy threads poll before they sleep", "poll_before_sleep", "auto", "window", g.PollBeforeSleep, "threads", runtime.GOMAXPROCS(0))
-		}
-	case g.PollBeforeSleep > 0:
-		e.busy = e.startPolling(busypoll.StartWindow(g.PollBeforeSleep))
-		if e.busy != nil {
-			e.log.Info("idle threads poll before they sleep", "poll_before_sleep", g.PollBeforeSleep, "threads", runtime.GOMAXPROCS(0))
-		}
-	}
+	e.busy = e.startPolling()
 	ctx, cancel := context.WithCancel(context.Background())
 	e.stop = cancel
 	for _, c := range e.checkers {
@@ -228,15 +211,40 @@ func (e *Engine) serveService(ln net.Listener, h http.Handler) {
 	}()
 }
 
-// startPolling returns p, or nil with a warning: without busy polling
-// sluice still works, only with the latency of sleeping threads.
-func (e *Engine) startPolling(p *busypoll.Poller, err error) *busypoll.Poller {
+// startPolling starts the polling the configuration asks for, with the
+// meter of show info's Idle_pct. Should the spinners fail to start,
+// sluice still works, with the latency of sleeping threads.
+func (e *Engine) startPolling() *busypoll.Poller {
+	g := e.Config.Global
+	threads := runtime.GOMAXPROCS(0)
+	var p *busypoll.Poller
+	var err error
+	switch {
+	case g.BusyPolling:
+		if p, err = busypoll.Start(); err == nil {
+			e.log.Info("busy polling: idle threads poll instead of sleeping", "threads", threads)
+		}
+	case g.PollWhenBusy:
+		if p, err = busypoll.StartBusy(g.PollBeforeSleep); err == nil {
+			e.log.Info("busy threads poll before they sleep", "poll_before_sleep", "auto", "window", g.PollBeforeSleep, "threads", threads)
+		}
+	case g.PollBeforeSleep > 0:
+		if p, err = busypoll.StartWindow(g.PollBeforeSleep); err == nil {
+			e.log.Info("idle threads poll before they sleep", "poll_before_sleep", g.PollBeforeSleep, "threads", threads)
+		}
+	default:
+		return busypoll.Measure()
+	}
 	if err != nil {
 		e.log.Warn("busy polling not started", "err", err)
-		return nil
+		return busypoll.Measure()
 	}
 	return p
 }
+
+// Idle is the share of the threads' time, in per cent, spent waiting for
+// work over about the last second (show info's Idle_pct).
+func (e *Engine) Idle() int { return e.busy.Idle() }
 
 // StopAccepting stops the accept loops and closes this process's
 // listening sockets; sessions under way go on. A new generation sharing

@@ -23,6 +23,7 @@ type Collector struct {
 	Frontends []*proxy.Frontend
 	Backends  []*backend.Backend
 	Started   time.Time
+	Idle      func() int // per cent of the threads' time without work; nil: not reported
 }
 
 type desc struct {
@@ -40,6 +41,7 @@ var (
 	processConns    = newDesc("process_connections_total", "Connections accepted since start.", prometheus.CounterValue)
 	processThreads  = newDesc("process_nbthread", "Threads (GOMAXPROCS).", prometheus.GaugeValue)
 	processUptime   = newDesc("process_uptime_seconds", "Seconds since start.", prometheus.GaugeValue)
+	processIdle     = newDesc("process_idle_time_percent", "Share of the threads' time spent waiting for work over about the last second, asleep or polling (show info's Idle_pct).", prometheus.GaugeValue)
 	processStart    = newDesc("process_start_time_seconds", "Start time, Unix seconds.", prometheus.GaugeValue)
 
 	feCur     = newDesc("frontend_current_sessions", "Current sessions.", prometheus.GaugeValue, "proxy")
@@ -95,7 +97,7 @@ var (
 	svSrcEx    = newDesc("server_source_ports_exhausted_total", "Connections refused for want of a source port.", prometheus.CounterValue, "proxy", "server")
 )
 
-var all = []desc{processCurConns, processMaxConn, processConns, processThreads, processUptime, processStart,
+var all = []desc{processCurConns, processMaxConn, processConns, processThreads, processUptime, processStart, processIdle,
 	feCur, feMax, feLimit, feTotal, feIn, feOut, feDenied, feReqErr, feRate, feRateMax,
 	beCur, beMax, beTotal, beIn, beOut, beQueue, beQueueMax, beConnErr, beRetries, beRedisp, beCliAbrt, beSrvAbrt, beStatus, beActive, beBackup,
 	beRate, beRateMax, beQTime, beCTime, beTTime,
@@ -121,6 +123,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	emit(processThreads, float64(runtime.GOMAXPROCS(0)))
 	emit(processUptime, time.Since(c.Started).Seconds())
 	emit(processStart, float64(c.Started.Unix()))
+	if c.Idle != nil {
+		emit(processIdle, float64(c.Idle()))
+	}
 	for _, f := range c.Frontends {
 		st := &f.Stats
 		limit := f.Limit.Max()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"testing"
@@ -133,6 +134,84 @@ listen "fe" {
 		const period = time.Second
 		if cpu := cpuOver(worker, period); cpu > period/10 {
 			t.Errorf("%s mode: idle worker with poll_before_sleep used %v of CPU in %v", mode, cpu, period)
+		}
+	}
+}
+
+// TestIdlePct checks show info's Idle_pct and the Prometheus gauge
+// sluice_process_idle_time_percent as an operator reads them: close to
+// 100 when idle, lower while a client sends request after request, and
+// still well above 0 then when the threads poll between requests, which
+// makes their CPU time read close to 100%.
+func TestIdlePct(t *testing.T) {
+	web := newWebServer(t, "w")
+	for _, poll := range []string{"off", "auto", "20ms"} {
+		port, mon := freePort(t), fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		admin := filepath.Join(t.TempDir(), "admin.sock")
+		startSluice(t, fmt.Sprintf(`global {
+  threads = 1
+  poll_before_sleep = %q
+  admin_socket %q { level = "admin" }
+}
+`, poll, admin)+httpDefaults+fmt.Sprintf(`
+listen "fe" {
+  bind = ["127.0.0.1:%d"]
+  server "s" { address = %q }
+}
+listen "metrics" {
+  bind = [%q]
+  prometheus { uri = "/metrics" }
+}
+`, port, web.addr, mon))
+		idlePct := func() (info, gauge int) {
+			out, code := ctl(t, admin, "show", "info")
+			m := regexp.MustCompile(`(?m)^Idle_pct: (\d+)$`).FindStringSubmatch(out)
+			if code != 0 || m == nil {
+				t.Fatalf("%s: show info has no Idle_pct:\n%s", poll, out)
+			}
+			info, _ = strconv.Atoi(m[1])
+			v, ok := value(scrape(t, "http://"+mon+"/metrics"), "sluice_process_idle_time_percent", nil)
+			if !ok {
+				t.Fatalf("%s: no sluice_process_idle_time_percent in /metrics", poll)
+			}
+			return info, int(v)
+		}
+		time.Sleep(1500 * time.Millisecond) // a second's average
+		if info, gauge := idlePct(); info < 90 || gauge < 90 {
+			t.Errorf("%s: idle, Idle_pct %d and gauge %d, want at least 90", poll, info, gauge)
+		}
+
+		c := dialPort(t, port)
+		r := bufio.NewReader(c)
+		stop, done := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				fmt.Fprintf(c, "GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
+				resp, err := http.ReadResponse(r, nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+		time.Sleep(1500 * time.Millisecond)
+		info, gauge := idlePct()
+		close(stop)
+		<-done
+		c.Close()
+		t.Logf("%s: Idle_pct %d, gauge %d under one client's requests", poll, info, gauge)
+		// One client waiting for each answer leaves the worker waiting
+		// for it and the server most of the time.
+		if info > 95 || info < 10 || gauge > 95 || gauge < 10 {
+			t.Errorf("%s: under one client's requests, Idle_pct %d and gauge %d, want between 10 and 95", poll, info, gauge)
 		}
 	}
 }

@@ -65,6 +65,9 @@ func TestStatsPage(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("with credentials: %d", code)
 	}
+	if !regexp.MustCompile(`threads \d+, idle \d+%;`).MatchString(body) {
+		t.Error("page lacks the threads' idle share")
+	}
 	for _, want := range []string{`id="px-fe"`, `id="px-be"`, `id="px-admin"`, `id="row-be-a"`, `id="row-be-b"`,
 		`id="row-be-BACKEND"`, `<meta http-equiv="refresh" content="30">`, "logged in as ops"} {
 		if !strings.Contains(body, want) {
