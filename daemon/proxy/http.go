@@ -274,7 +274,6 @@ var exchanges = sync.Pool{New: func() any {
 	}
 	x.req.Headers = make([]h1.Header, 0, 128)
 	x.resp.Headers = make([]h1.Header, 0, 128)
-	x.srv.Buf = make([]byte, 64*1024)
 	x.reply.step = x.reply.run
 	x.toClient.step = x.toClient.run
 	x.toServer.step = x.toServer.run
@@ -287,6 +286,14 @@ var exchanges = sync.Pool{New: func() any {
 	}
 	return x
 }}
+
+// srvBufSize is the server read buffer: a 64 KB response in one read,
+// a quarter of the system calls of 16 KB (docs/BENCHMARKS.md).
+const srvBufSize = 64 << 10
+
+// srvBufs are server read buffers, taken for one response. A sync.Pool
+// gives each thread back the buffer it last put, the one in its caches.
+var srvBufs = sync.Pool{New: func() any { return new([srvBufSize]byte) }}
 
 // readBufs are client read buffers; a channel rather than a sync.Pool so
 // that putting a slice back does not allocate.
@@ -1117,6 +1124,15 @@ func (s *httpSession) exchange(be *backend.Backend, sc *backend.Conn, cookieSrv 
 	rd := &x.srv
 	rc, _ := sc.RawConn()
 	rd.Reset(sc.TCPConn, rc) // whatever an aborted exchange left is not this server's
+	// The read buffer is taken only now that the answer is readable, and
+	// given back with the response: one thread then cycles a few buffers
+	// that stay in its caches, not one per session waiting on a server.
+	srvBuf := srvBufs.Get().(*[srvBufSize]byte)
+	rd.Buf = srvBuf[:]
+	defer func() {
+		rd.Buf = nil
+		srvBufs.Put(srvBuf)
+	}()
 	lim := h1.Limits{MaxHeaderSize: max(f.Config.HTTP.MaxHeaderSize, 15*1024), MaxHeaders: 128}
 	resp := &x.resp
 	for {

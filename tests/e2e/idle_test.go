@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -272,5 +273,87 @@ func TestUpgradeAfterParking(t *testing.T) {
 	fmt.Fprint(c, "ping\n")
 	if line, err := r.ReadString('\n'); err != nil || line != "ping\n" {
 		t.Fatalf("echo through the tunnel: %q %v", line, err)
+	}
+}
+
+// TestHeapWhileServersThink sends 400 requests that a slow server holds
+// unanswered, and reads the Go heap in use from /metrics meanwhile: a
+// request waiting on its server holds no server read buffer (64 KB),
+// which is taken only once the answer comes. Every request is answered
+// once the server lets them go.
+func TestHeapWhileServersThink(t *testing.T) {
+	const waiting = 400
+	web := newWebServer(t, "slow")
+	release := make(chan struct{})
+	var held atomic.Int64
+	web.handler = func(rw http.ResponseWriter, r *http.Request) {
+		held.Add(1)
+		<-release
+		fmt.Fprintln(rw, "ok")
+	}
+	fe := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	mon := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	startSluice(t, httpDefaults+fmt.Sprintf(`
+listen "fe" {
+  bind = [%q]
+  server "slow" { address = %q }
+}
+listen "metrics" {
+  bind = [%q]
+  prometheus { uri = "/metrics" }
+}
+`, fe, web.addr, mon))
+	heap := func() float64 {
+		v, ok := value(scrape(t, "http://"+mon+"/metrics"), "go_memstats_heap_inuse_bytes", nil)
+		if !ok {
+			t.Fatal("no go_memstats_heap_inuse_bytes in /metrics")
+		}
+		return v
+	}
+	// Warm: the pools hold what a few requests need.
+	for range 3 {
+		c, err := net.Dial("tcp", fe)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { time.Sleep(100 * time.Millisecond); release <- struct{}{} }()
+		fmt.Fprintf(c, "GET /warm HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+		io.ReadAll(c)
+		c.Close()
+	}
+	held.Store(0)
+	before := heap()
+
+	conns := make([]net.Conn, waiting)
+	for i := range conns {
+		c, err := net.Dial("tcp", fe)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "GET /slow/%d HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", i)
+		conns[i] = c
+	}
+	for deadline := time.Now().Add(10 * time.Second); held.Load() < waiting; {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d requests reached the server", held.Load(), waiting)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	perRequest := (heap() - before) / waiting
+	t.Logf("Go heap in use per request waiting on its server: %.1f KB", perRequest/1024)
+	close(release)
+	for i, c := range conns {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("request %d: %v %v", i, resp, err)
+		}
+		resp.Body.Close()
+	}
+	// An exchange (parsed heads, write buffers) is about 40 KB; with a
+	// server read buffer it would be over 100.
+	if perRequest > 64*1024 {
+		t.Errorf("Go heap in use grew by %.1f KB per request waiting on its server, want at most 64", perRequest/1024)
 	}
 }
