@@ -166,8 +166,8 @@ func (e *Engine) closeListeners() {
 	}
 }
 
-// Start runs the health checks and the accept loops, and busy polling
-// when configured.
+// Start runs the health checks, the accept loops, and the polling the
+// configuration asks for with its Idle_pct meter.
 func (e *Engine) Start() {
 	e.busy = e.startPolling()
 	ctx, cancel := context.WithCancel(context.Background())

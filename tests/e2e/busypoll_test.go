@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"path/filepath"
 	"regexp"
@@ -13,6 +14,24 @@ import (
 
 	"sluice/tests/bench/benchutil"
 )
+
+// firstWorker is the pid of generation 1's worker, once it is ready.
+func firstWorker(d *daemon) int {
+	line := d.waitLog(`worker ready component=master generation=1 pid=\d+`, 5*time.Second)
+	pid, _ := strconv.Atoi(regexp.MustCompile(`pid=(\d+)`).FindStringSubmatch(line)[1])
+	return pid
+}
+
+// keepAliveGet sends one GET on a keep-alive connection and reads the answer.
+func keepAliveGet(c net.Conn, r *bufio.Reader) error {
+	fmt.Fprintf(c, "GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, resp.Body)
+	return resp.Body.Close()
+}
 
 // cpuOver is the CPU time process pid uses over d.
 func cpuOver(pid int, d time.Duration) time.Duration {
@@ -33,8 +52,7 @@ func TestBusyPolling(t *testing.T) {
 		return "global {\n  threads = 1\n  busy_polling = true\n}\n" + config(fe, servers(be))
 	}
 	r := startReloadable(t, cfg(a), sluiceBin)
-	line := r.waitLog(`worker ready component=master generation=1 pid=\d+`, 5*time.Second)
-	old, _ := strconv.Atoi(regexp.MustCompile(`pid=(\d+)`).FindStringSubmatch(line)[1])
+	old := firstWorker(r)
 	r.waitLog(`busy polling: idle threads poll instead of sleeping`, 5*time.Second)
 	const period = time.Second
 	// Shared with other test packages on two CPUs: at least a quarter.
@@ -87,19 +105,14 @@ listen "fe" {
   server "s" { address = %q }
 }
 `, mode, port, web.addr))
-		line := d.waitLog(`worker ready component=master generation=1 pid=\d+`, 5*time.Second)
-		worker, _ := strconv.Atoi(regexp.MustCompile(`pid=(\d+)`).FindStringSubmatch(line)[1])
+		worker := firstWorker(d)
 		c := dialPort(t, port)
 		defer c.Close()
 		r := bufio.NewReader(c)
 		exchange := func() {
-			fmt.Fprintf(c, "GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
-			resp, err := http.ReadResponse(r, nil)
-			if err != nil {
+			if err := keepAliveGet(c, r); err != nil {
 				t.Fatal(err)
 			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
 		}
 		exchange() // connections made, buffers warm
 		before := benchutil.Sleeps(worker)
@@ -163,8 +176,7 @@ listen "metrics" {
   prometheus { uri = "/metrics" }
 }
 `, port, web.addr, mon))
-		line := d.waitLog(`worker ready component=master generation=1 pid=\d+`, 5*time.Second)
-		worker, _ := strconv.Atoi(regexp.MustCompile(`pid=(\d+)`).FindStringSubmatch(line)[1])
+		worker := firstWorker(d)
 		idlePct := func() (info, gauge int) {
 			out, code := ctl(t, admin, "show", "info")
 			m := regexp.MustCompile(`(?m)^Idle_pct: (\d+)$`).FindStringSubmatch(out)
@@ -194,14 +206,10 @@ listen "metrics" {
 					return
 				default:
 				}
-				fmt.Fprintf(c, "GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
-				resp, err := http.ReadResponse(r, nil)
-				if err != nil {
+				if err := keepAliveGet(c, r); err != nil {
 					t.Error(err)
 					return
 				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
 			}
 		}()
 		time.Sleep(2 * time.Second) // the average settles

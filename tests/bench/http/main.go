@@ -94,7 +94,7 @@ func main() {
 		if !t.run(dir, origin) {
 			continue
 		}
-		idleKB[p.name] = idleMemory(t.pid, t.addr)
+		idleKB[p.name] = idleMemory(t.pid(), t.addr)
 		if *busyPolling {
 			t.stop()
 		} else {
@@ -179,7 +179,6 @@ func main() {
 // (start), running as cmd, whose processor use is noted.
 type target struct {
 	name, addr string
-	pid        int
 	start      func(dir, origin string) (*exec.Cmd, string)
 	cmd        *exec.Cmd
 }
@@ -192,22 +191,31 @@ func (t *target) run(dir, origin string) bool {
 		return false
 	}
 	waitListening(addr)
-	t.cmd, t.addr, t.pid = cmd, addr, cmd.Process.Pid
+	t.cmd, t.addr = cmd, addr
 	return true
+}
+
+// pid is the running proxy's process, or 0.
+func (t *target) pid() int {
+	if t.cmd == nil {
+		return 0
+	}
+	return t.cmd.Process.Pid
 }
 
 func (t *target) stop() {
 	benchutil.Stop(t.cmd)
-	t.cmd, t.pid = nil, 0
+	t.cmd = nil
 }
 
 // measure runs wrk for one shape against t.
 func measure(t *target, r run) figure {
-	c0, t0 := benchutil.CPUSeconds(t.pid), time.Now()
+	pid := t.pid()
+	c0, t0 := benchutil.CPUSeconds(pid), time.Now()
 	out := wrk(t.addr, r, *duration)
 	f := parseWrk(out)
-	if t.pid != 0 {
-		f.cpu = (benchutil.CPUSeconds(t.pid) - c0) / time.Since(t0).Seconds()
+	if pid != 0 {
+		f.cpu = (benchutil.CPUSeconds(pid) - c0) / time.Since(t0).Seconds()
 	}
 	if m := regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)|Socket errors: .*`).FindString(out); m != "" {
 		fmt.Fprintf(os.Stderr, "%s (%s) %s: %s\n", t.name, t.addr, r.name, m)
