@@ -172,7 +172,7 @@ func TestWritableAfterFull(t *testing.T) {
 	if _, err := p.AddRW(a, w); err != nil {
 		t.Fatal(err)
 	}
-	if ev := <-w; ev&Writable == 0 || ev&Readable != 0 {
+	if ev := nextEvent(t, w, "a connected socket"); ev&Writable == 0 || ev&Readable != 0 {
 		t.Fatalf("first event %b, want writable only (room to send, nothing to read)", ev)
 	}
 	quiet(t, w, "nothing new (edge-triggered)")
@@ -347,14 +347,18 @@ func (w named) Ready(Key, Event) {
 
 // gate is a waiter that holds the poller's goroutine in its first Ready
 // until released, so that the events that come meanwhile make one batch.
-type gate struct{ entered, release chan struct{} }
+// The first Ready holds whether or not the test is already waiting for
+// it: entered is closed, not sent on.
+type gate struct {
+	entered, release chan struct{}
+	first            *sync.Once
+}
 
 func (g gate) Ready(Key, Event) {
-	select {
-	case g.entered <- struct{}{}:
+	g.first.Do(func() {
+		close(g.entered)
 		<-g.release
-	default:
-	}
+	})
 }
 
 // A registration retired from inside a Ready may still have an event in
@@ -365,7 +369,7 @@ func TestRetireAfterBatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := gate{make(chan struct{}), make(chan struct{})}
+	g := gate{make(chan struct{}), make(chan struct{}), new(sync.Once)}
 	ga, gb := socketPair(t)
 	if _, err := p.Add(ga, g); err != nil {
 		t.Fatal(err)
@@ -382,7 +386,11 @@ func TestRetireAfterBatch(t *testing.T) {
 		peers = append(peers, b)
 	}
 	unix.Write(gb, []byte("x"))
-	<-g.entered
+	select {
+	case <-g.entered:
+	case <-time.After(2 * time.Second):
+		t.Fatal("no Ready for the gate")
+	}
 	for _, b := range peers {
 		unix.Write(b, []byte("x"))
 	}
