@@ -39,6 +39,19 @@ func proxyBackend(t *testing.T, greeting string) (*backend, chan proxyproto.Head
 	return b, got
 }
 
+// header is the PROXY header the backend got, or fails the test when
+// none came (sluice never connected, or the backend could not read one).
+func header(t *testing.T, got chan proxyproto.Header) proxyproto.Header {
+	t.Helper()
+	select {
+	case h := <-got:
+		return h
+	case <-time.After(5 * time.Second):
+		t.Fatal("the backend got no PROXY header")
+		return proxyproto.Header{}
+	}
+}
+
 func TestSendProxyV2(t *testing.T) {
 	t.Parallel()
 	b, got := proxyBackend(t, "s\n")
@@ -51,7 +64,7 @@ func TestSendProxyV2(t *testing.T) {
 `, b.addr)))
 	c, _ := dial(t, fe)
 	defer c.Close()
-	h := <-got
+	h := header(t, got)
 	if h.Version != 2 || h.Local || h.Src.String() != c.LocalAddr().String() || h.Dst.String() != fe {
 		t.Errorf("backend got %+v; want v2 PROXY from %s to %s", h, c.LocalAddr(), fe)
 	}
@@ -79,7 +92,7 @@ func TestAcceptProxyPassesClientOn(t *testing.T) {
 	}
 	defer c.Close()
 	fmt.Fprintf(c, "PROXY TCP4 192.0.2.7 198.51.100.1 55555 443\r\nhello\n")
-	h := <-got
+	h := header(t, got)
 	if h.Src.String() != "192.0.2.7:55555" || h.Dst.String() != "198.51.100.1:443" {
 		t.Errorf("backend got %+v; want the client named in the incoming header", h)
 	}
