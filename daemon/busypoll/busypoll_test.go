@@ -1,6 +1,7 @@
 package busypoll
 
 import (
+	"fmt"
 	"net"
 	"runtime"
 	"sync"
@@ -92,16 +93,38 @@ func sleepsDuring(n int, work func()) int64 {
 	return b.Nvcsw - a.Nvcsw
 }
 
+// sleepsWithoutPolling is sleepsDuring(n, Touch) before any poller
+// runs: the figure polling must cut. A machine on which the threads do
+// not sleep between timer waits cannot tell polling from not.
+func sleepsWithoutPolling(t *testing.T, n int) int64 {
+	t.Helper()
+	without := sleepsDuring(n, Touch)
+	if without < int64(n)/2 {
+		t.Fatalf("without polling the threads slept only %d times in %d timer waits: the test cannot tell", without, n)
+	}
+	return without
+}
+
+// idleAgain checks that p's spinners all sleep and the process uses
+// next to no CPU (under a tenth of half a second).
+func idleAgain(t *testing.T, p *Poller, when string) {
+	t.Helper()
+	const period = 500 * time.Millisecond
+	if idle := cpuDuring(t, period); idle > period/10 {
+		t.Fatalf("%s: %v of CPU in %v, want the process idle", when, idle, period)
+	}
+	if got := p.asleep.Load(); got != int32(len(p.spinners)) {
+		t.Fatalf("%s: %d of %d spinners asleep", when, got, len(p.spinners))
+	}
+}
+
 // TestWindowPollsOnlyWhileWorkComes checks poll_before_sleep's promise:
 // while work keeps coming (Touch), the threads do not go to sleep
 // between pieces of it; once it stops, the process is idle again, with
 // no CPU used; and work after that wakes the spinners again.
 func TestWindowPollsOnlyWhileWorkComes(t *testing.T) {
 	const n = 400
-	without := sleepsDuring(n, Touch)
-	if without < n/2 {
-		t.Fatalf("without polling the threads slept only %d times in %d timer waits: the test cannot tell", without, n)
-	}
+	without := sleepsWithoutPolling(t, n)
 	// Far longer than a turn of the loop below, even with other tests
 	// taking the CPUs.
 	p, err := StartWindow(20 * time.Millisecond)
@@ -116,13 +139,7 @@ func TestWindowPollsOnlyWhileWorkComes(t *testing.T) {
 			t.Fatalf("round %d: polling while work comes, the threads still slept %d times (%d without)", round, with, without)
 		}
 		time.Sleep(200 * time.Millisecond) // past the window: the spinners sleep
-		const period = 500 * time.Millisecond
-		if idle := cpuDuring(t, period); idle > period/10 {
-			t.Fatalf("round %d: idle after the window, %v of CPU in %v", round, idle, period)
-		}
-		if got := p.asleep.Load(); got != int32(len(p.spinners)) {
-			t.Fatalf("round %d: %d of %d spinners asleep when idle", round, got, len(p.spinners))
-		}
+		idleAgain(t, p, fmt.Sprintf("round %d, after the window", round))
 	}
 	p.Stop()
 	if current.Load() != nil {
@@ -185,10 +202,7 @@ func waitPolling(t *testing.T, p *Poller, want bool) {
 // and once the load falls, it sleeps again and uses no CPU when idle.
 func TestBusyPollsOnlyWhileBusy(t *testing.T) {
 	const n = 400
-	without := sleepsDuring(n, Touch)
-	if without < n/2 {
-		t.Fatalf("without polling the threads slept only %d times in %d timer waits: the test cannot tell", without, n)
-	}
+	without := sleepsWithoutPolling(t, n)
 	load := &workShare{since: time.Now(), share: 0.3}
 	p, err := start(20*time.Millisecond, false, true, load.cpuTime)
 	if err != nil {
@@ -218,13 +232,7 @@ func TestBusyPollsOnlyWhileBusy(t *testing.T) {
 	load.set(0.2)
 	waitPolling(t, p, false)
 	time.Sleep(100 * time.Millisecond) // the spinners see it
-	const period = 500 * time.Millisecond
-	if idle := cpuDuring(t, period); idle > period/10 {
-		t.Fatalf("20%% busy, idle: %v of CPU in %v", idle, period)
-	}
-	if got := p.asleep.Load(); got != int32(len(p.spinners)) {
-		t.Fatalf("%d of %d spinners asleep once the load fell", got, len(p.spinners))
-	}
+	idleAgain(t, p, "20% busy, once the load fell")
 	if light := sleepsDuring(n, Touch); light < without/2 {
 		t.Fatalf("20%% busy: the threads slept only %d times (%d without polling): Touch woke the spinners", light, without)
 	}
