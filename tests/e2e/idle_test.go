@@ -316,9 +316,12 @@ listen "metrics" {
 		if err != nil {
 			t.Fatal(err)
 		}
+		c.SetDeadline(time.Now().Add(10 * time.Second)) // a lost answer fails, not hangs, the test
 		go func() { time.Sleep(100 * time.Millisecond); release <- struct{}{} }()
 		fmt.Fprintf(c, "GET /warm HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
-		io.ReadAll(c)
+		if _, err := io.ReadAll(c); err != nil {
+			t.Fatalf("warm-up request: %v", err)
+		}
 		c.Close()
 	}
 	held.Store(0)
